@@ -1,0 +1,5 @@
+"""ResNet-38 ("Wider or Deeper") for MXNet Gluon: networks, released weights, shared tools."""
+from .net import Level, stage_table, ResNet38Features, ResNet38Classifier, ResNet38FCN, BN_EPS
+from .params import ParamsError, load_params, save_params, read_params, released_key
+from .zoo import (REGISTERED, RELEASED, ModelSpec, parse_label, label_from_weights,
+                  build_model, get_model)

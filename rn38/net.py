@@ -1,0 +1,244 @@
+"""ResNet-38 ("Wider or Deeper", Wu, Shen, van den Hengel 2019) as Gluon HybridBlocks.
+
+A network is described by a stage table: one :class:`Level` row per level, as in the
+authors' own description. Model A and Model A1 differ only in their rows (how a level is
+left: max pooling or a strided first block of the next level), and so do the dilated
+(FCN) variants (the stride of a level is turned into dilation).
+
+Parameter names are the released ones (``res4b3_branch2b1_weight``, ``bn7_gamma``, ...);
+the only difference with the released files is Gluon's ``running_mean``/``running_var``
+for the file's ``moving_mean``/``moving_var``, handled in :mod:`rn38.params`.
+"""
+from collections import namedtuple
+
+from mxnet.gluon import nn, HybridBlock
+
+BN_EPS = 1.001e-5
+
+Level = namedtuple('Level', ['blocks', 'channels', 'kernels', 'down', 'dilate', 'dropout'])
+Level.__doc__ = """One row of the stage table.
+
+blocks:   residual blocks on the level (0 on level 1, which is the ``conv1a`` convolution).
+channels: output channels of each convolution of a block (of ``conv1a`` on level 1).
+kernels:  kernel size of each convolution of a block.
+down:     how the feature stride doubles after this level: ``'pool'`` (3x3 max pool
+          ``pool{level}`` after the level), ``'conv'`` (the first block of the next level
+          has stride 2) or ``'none'``.
+dilate:   with ``down='conv'``, keep stride 1 and double the dilation instead (FCN).
+dropout:  dropout rate before the last convolution of each block of this level.
+"""
+
+_B33 = (3, 3)
+_B131 = (1, 3, 1)
+
+
+def _table(down, dilate_levels=(), dropout=(0.0, 0.0)):
+    """The released ResNet-38 table with one down-sampling mode, dilation on some levels."""
+    widths = [(64,), (128, 128), (256, 256), (512, 512), (512, 1024), (512, 1024, 2048),
+              (1024, 2048, 4096)]
+    blocks = [0, 3, 3, 6, 3, 1, 1]
+    rows = []
+    for i, (b, c) in enumerate(zip(blocks, widths)):
+        level = i + 1
+        rows.append(Level(b, c, _B33 if len(c) == 2 else (_B131 if len(c) == 3 else (3,)),
+                          down if level <= 5 else 'none', level in dilate_levels,
+                          {6: dropout[0], 7: dropout[1]}.get(level, 0.0)))
+    return tuple(rows)
+
+
+def _small_table(down, dilate_levels=(), dropout=(0.0, 0.0)):
+    """A narrow, shallow table with the same structure, for demos and tests."""
+    widths = [(16,), (16, 16), (32, 32), (48, 48), (48, 64), (32, 64, 96), (48, 96, 128)]
+    blocks = [0, 1, 1, 2, 1, 1, 1]
+    return tuple(r._replace(blocks=b, channels=c)
+                 for r, b, c in zip(_table(down, dilate_levels, dropout), blocks, widths))
+
+
+# Segmentation models drop out before the last 1x1 conv of levels 6 and 7.
+SEG_DROPOUT = (0.3, 0.5)
+
+
+def stage_table(net_name, feat_stride=32, segmentation=False):
+    """Stage table of ``net_name`` (``a``, ``a1``, ``a1-mini``, ``a-mini``) at ``feat_stride``.
+
+    Raises ValueError for an unknown name or a stride the family does not have.
+    """
+    builders = {'a': (_table, 'pool'), 'a1': (_table, 'conv'),
+                'a-mini': (_small_table, 'pool'), 'a1-mini': (_small_table, 'conv')}
+    if net_name not in builders:
+        raise ValueError('unknown network rna-%s; known: %s'
+                         % (net_name, ', '.join('rna-' + n for n in sorted(builders))))
+    build, down = builders[net_name]
+    strides = {32: (), 16: (5,), 8: (4, 5)} if down == 'conv' else {32: ()}
+    if feat_stride not in strides:
+        raise ValueError('rna-%s has no feature stride %d; valid: %s'
+                         % (net_name, feat_stride, sorted(strides)))
+    return build(down, strides[feat_stride], SEG_DROPOUT if segmentation else (0.0, 0.0))
+
+
+def table_feat_stride(table):
+    """Total down-sampling factor of a stage table."""
+    return 2 ** sum(1 for r in table[:-1] if r.down != 'none' and not r.dilate)
+
+
+class BNReLU(HybridBlock):
+    """BatchNorm then ReLU; the pre-activation of a residual conv."""
+
+    def __init__(self, name, freeze_bn=False, **kwargs):
+        super().__init__(prefix='', **kwargs)
+        with self.name_scope():
+            self.bn = nn.BatchNorm(epsilon=BN_EPS, use_global_stats=freeze_bn,
+                                   prefix=name + '_')
+
+    def hybrid_forward(self, F, x):
+        return F.relu(self.bn(x))
+
+
+def _conv(name, channels, kernel, stride=1, dilation=1, use_bias=False):
+    if kernel == 1:
+        dilation = 1
+    return nn.Conv2D(channels, kernel, strides=stride, padding=dilation * (kernel // 2),
+                     dilation=dilation, use_bias=use_bias, prefix=name + '_')
+
+
+class ResBlock(HybridBlock):
+    """Pre-activation residual block ``res{name}``.
+
+    Each conv ``res{name}_branch2{a,b1,b2}`` is preceded by ``bn{name}_branch2*`` + ReLU.
+    With ``projection``, the shortcut is the 1x1 conv ``res{name}_branch1`` applied to the
+    pre-activated input (output of the first BN+ReLU); otherwise it is the raw input.
+    ``stride`` applies to the first conv and the shortcut; ``dilation`` to the first conv,
+    ``dilation_rest`` to the others. ``dropout`` acts before the last conv.
+    """
+
+    def __init__(self, name, channels, kernels, stride=1, dilation=1, dilation_rest=None,
+                 projection=False, dropout=0.0, freeze_bn=False, **kwargs):
+        super().__init__(prefix='', **kwargs)
+        dilation_rest = dilation if dilation_rest is None else dilation_rest
+        suffixes = ['branch2a'] + ['branch2b%d' % i for i in range(1, len(channels))]
+        self.dropout_rate = dropout
+        with self.name_scope():
+            self.pre = nn.HybridSequential(prefix='')
+            self.convs = nn.HybridSequential(prefix='')
+            for i, (c, k, s) in enumerate(zip(channels, kernels, suffixes)):
+                self.pre.add(BNReLU('bn%s_%s' % (name, s), freeze_bn))
+                self.convs.add(_conv('res%s_%s' % (name, s), c, k,
+                                     stride if i == 0 else 1,
+                                     dilation if i == 0 else dilation_rest))
+            self.shortcut = _conv('res%s_branch1' % name, channels[-1], 1, stride) \
+                if projection else None
+            self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    def hybrid_forward(self, F, x):
+        branch = x
+        last = len(self.convs) - 1
+        for i, (pre, conv) in enumerate(zip(self.pre, self.convs)):
+            branch = pre(branch)
+            if i == 0:
+                preact = branch
+            if i == last and self.dropout is not None:
+                branch = self.dropout(branch)
+            branch = conv(branch)
+        shortcut = self.shortcut(preact) if self.shortcut is not None else x
+        return shortcut + branch
+
+
+def _block_names(level, blocks):
+    return ['%da' % level] + ['%db%d' % (level, i) for i in range(1, blocks)]
+
+
+class ResNet38Features(HybridBlock):
+    """The backbone up to ``relu7``: ``(N, 3, H, W) -> (N, C7, H/s, W/s)`` (ceil for A1).
+
+    ``table`` is a stage table (tuple of :class:`Level`), ``pool_pad`` the padding of the
+    3x3/2 max pools of Model A (0 = the authors' "caffe" style of the released Model A).
+    """
+
+    def __init__(self, table, pool_pad=0, freeze_bn=False, **kwargs):
+        super().__init__(prefix='', **kwargs)
+        self.table = tuple(table)
+        self.feat_stride = table_feat_stride(self.table)
+        self.out_channels = self.table[-1].channels[-1]
+        with self.name_scope():
+            # Top-level stages, in order: the unit of recomputation in memory-saving training.
+            self.stages = nn.HybridSequential(prefix='')
+            self.stages.add(_conv('conv1a', table[0].channels[0], table[0].kernels[0]))
+            dilation = 1
+            for level in range(2, len(table) + 1):
+                row, prev = table[level - 1], table[level - 2]
+                if prev.down == 'pool':
+                    self.stages.add(nn.MaxPool2D(3, 2, pool_pad))
+                stride, dil_first, dil_rest = 1, dilation, dilation
+                if prev.down == 'conv':
+                    if prev.dilate:
+                        dil_rest = dilation * 2
+                        dilation *= 2
+                    else:
+                        stride = 2
+                level_blocks = nn.HybridSequential(prefix='')
+                for i, name in enumerate(_block_names(level, row.blocks)):
+                    level_blocks.add(ResBlock(
+                        name, row.channels, row.kernels,
+                        stride=stride if i == 0 else 1,
+                        dilation=dil_first if i == 0 else dilation,
+                        dilation_rest=dil_rest if i == 0 else dilation,
+                        projection=(i == 0), dropout=row.dropout, freeze_bn=freeze_bn))
+                self.stages.add(level_blocks)
+            self.stages.add(BNReLU('bn7', freeze_bn))
+
+    def hybrid_forward(self, F, x):
+        return self.stages(x)
+
+
+class ResNet38Classifier(HybridBlock):
+    """Classification network: backbone, global average pool, FC ``linear{classes}``.
+
+    ``forward(x)``: ``(N, 3, H, W)`` -> pre-softmax scores ``(N, classes)``.
+    """
+
+    def __init__(self, table, classes, pool_pad=0, freeze_bn=False, **kwargs):
+        super().__init__(prefix='', **kwargs)
+        self.classes = classes
+        with self.name_scope():
+            self.features = ResNet38Features(table, pool_pad, freeze_bn)
+            self.fc = nn.Dense(classes, in_units=self.features.out_channels,
+                               prefix='linear%d_' % classes)
+        self.feat_stride = self.features.feat_stride
+        self.head_names = ('linear%d' % classes,)
+
+    def hybrid_forward(self, F, x):
+        pooled = F.Pooling(self.features(x), kernel=(1, 1), pool_type='avg', global_pool=True)
+        return self.fc(pooled)
+
+
+class ResNet38FCN(HybridBlock):
+    """Dilated FCN: backbone, then the head.
+
+    ``head='2conv'``: ``conv6a`` (3x3, dilation 12, bias) + ReLU, then ``linear{classes}``
+    (3x3, dilation 12, bias); ``head='1conv'``: ``linear{classes}`` directly on ``relu7``.
+    ``forward(x)``: ``(N, 3, H, W)`` -> scores ``(N, classes, ceil(H/s), ceil(W/s))``.
+    """
+
+    HEADS = ('2conv', '1conv')
+
+    def __init__(self, table, classes, head='2conv', head_channels=512, head_dilation=12,
+                 freeze_bn=False, **kwargs):
+        super().__init__(prefix='', **kwargs)
+        if head not in self.HEADS:
+            raise ValueError('unknown head %r; valid: %s' % (head, ', '.join(self.HEADS)))
+        self.classes = classes
+        with self.name_scope():
+            self.features = ResNet38Features(table, 0, freeze_bn)
+            self.head = nn.HybridSequential(prefix='')
+            if head == '2conv':
+                self.head.add(_conv('conv6a', head_channels, 3, dilation=head_dilation,
+                                    use_bias=True))
+                self.head.add(nn.Activation('relu'))
+            self.head.add(_conv('linear%d' % classes, classes, 3, dilation=head_dilation,
+                                use_bias=True))
+        self.feat_stride = self.features.feat_stride
+        self.head_names = ('conv6a', 'linear%d' % classes) if head == '2conv' \
+            else ('linear%d' % classes,)
+
+    def hybrid_forward(self, F, x):
+        return self.head(self.features(x))

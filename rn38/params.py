@@ -1,0 +1,126 @@
+"""Weights in the released format: ``mx.nd.save`` dicts keyed ``arg:NAME`` / ``aux:NAME``.
+
+Gluon parameter names equal the released names except BatchNorm statistics
+(``running_mean``/``running_var`` here, ``moving_mean``/``moving_var`` in the files);
+:func:`released_key` is the one mapping between the two, and it is one-to-one.
+Loading is strict: a missing key, an unexpected key or a shape mismatch is a one-line
+:class:`ParamsError` naming the file and the key.
+"""
+import os
+
+import mxnet as mx
+
+_AUX_SUFFIXES = {'_running_mean': '_moving_mean', '_running_var': '_moving_var'}
+
+
+class ParamsError(ValueError):
+    """A params file that does not fit the model."""
+
+
+def released_key(gluon_name):
+    """``'bn2a_branch2a_running_mean'`` -> ``'aux:bn2a_branch2a_moving_mean'``; others ``arg:``."""
+    for ours, theirs in _AUX_SUFFIXES.items():
+        if gluon_name.endswith(ours):
+            return 'aux:' + gluon_name[:-len(ours)] + theirs
+    return 'arg:' + gluon_name
+
+
+def gluon_name(key):
+    """Inverse of :func:`released_key`."""
+    kind, name = key.split(':', 1)
+    if kind == 'aux':
+        for ours, theirs in _AUX_SUFFIXES.items():
+            if name.endswith(theirs):
+                return name[:-len(theirs)] + ours
+    return name
+
+
+def released_keys(net):
+    """``{released key: gluon Parameter}`` of ``net``, checked to be one-to-one."""
+    params = list(net.collect_params().items())
+    keys = {released_key(name): p for name, p in params}
+    if len(keys) != len(params):
+        raise ParamsError('parameter names of %s do not map one-to-one to released keys'
+                          % type(net).__name__)
+    return keys
+
+
+def read_params(path):
+    """``{key: NDArray}`` from a released-format file; a clear error if it is not one."""
+    if not os.path.isfile(path):
+        raise ParamsError('%s: no such params file' % path)
+    try:
+        loaded = mx.nd.load(path)
+    except mx.base.MXNetError as err:
+        raise ParamsError('%s: not an MXNet params file (%s)'
+                          % (path, str(err).strip().splitlines()[0])) from None
+    if not isinstance(loaded, dict) or not all(
+            k.startswith(('arg:', 'aux:')) for k in loaded):
+        raise ParamsError('%s: expected a dict of arg:NAME/aux:NAME arrays (the released '
+                          'format)' % path)
+    return loaded
+
+
+def _compatible(expected, actual):
+    return len(expected) == len(actual) and all(e in (0, a) for e, a in zip(expected, actual))
+
+
+def load_params(net, path, ctx=None, skip_prefixes=(), source=None):
+    """Set every parameter of ``net`` from the released-format file ``path``.
+
+    ``skip_prefixes``: parameter names starting with one of these are neither required in
+    the file nor loaded (they are left to the caller's initializer), and keys of the file
+    that the network does not have are then tolerated only if ``source`` says so:
+    ``source='backbone'`` allows extra keys (e.g. the ImageNet ``linear1000`` head).
+    Returns ``{'loaded': [...], 'skipped': [...], 'ignored': [...]}`` (released keys).
+    """
+    ctx = ctx or [mx.cpu()]
+    ctx = ctx if isinstance(ctx, (list, tuple)) else [ctx]
+    arrays = read_params(path) if isinstance(path, str) else path
+    label = path if isinstance(path, str) else '<params>'
+    wanted = released_keys(net)
+    skipped = sorted(k for k in wanted if gluon_name(k).startswith(tuple(skip_prefixes))) \
+        if skip_prefixes else []
+    for key in skipped:
+        del wanted[key]
+    missing = sorted(set(wanted) - set(arrays))
+    if missing:
+        more = ' (and %d more)' % (len(missing) - 1) if len(missing) > 1 else ''
+        raise ParamsError('%s: missing key %s%s needed by the model' % (label, missing[0], more))
+    extra = sorted(set(arrays) - set(wanted) - set(skipped))
+    if extra and source != 'backbone':
+        raise ParamsError('%s: unexpected key %s (%d keys the model does not have)'
+                          % (label, extra[0], len(extra)))
+    for key, param in wanted.items():
+        shape = arrays[key].shape
+        if not _compatible(param.shape, shape):
+            raise ParamsError('%s: shape mismatch for %s: file has %s, model expects %s'
+                              % (label, key, tuple(shape), tuple(param.shape)))
+    for key, param in wanted.items():
+        param._load_init(arrays[key].astype(param.dtype, copy=False), ctx)
+    return {'loaded': sorted(wanted), 'skipped': skipped, 'ignored': extra}
+
+
+def save_params(net, path):
+    """Write ``net``'s parameters in the released format, atomically (write, then rename)."""
+    arrays = {key: p.data().copyto(mx.cpu()) if p._data is not None else None
+              for key, p in released_keys(net).items()}
+    missing = [k for k, v in arrays.items() if v is None]
+    if missing:
+        raise ParamsError('%s: cannot save, %s is not initialised' % (path, missing[0]))
+    save_arrays(arrays, path)
+
+
+def save_arrays(arrays, path):
+    """``mx.nd.save`` through a temporary file in the same folder, then an atomic rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, '.%s.tmp-%d' % (os.path.basename(path), os.getpid()))
+    try:
+        mx.nd.save(tmp, arrays)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

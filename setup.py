@@ -1,0 +1,40 @@
+"""Installs the ResNet-38 ("Wider or Deeper") Gluon port: packages rn38, issegm, iclass."""
+from setuptools import setup, find_packages
+
+# The CUDA 11 runtime that mxnet-cu112's libmxnet.so links against, from pip.
+# cuDNN must stay on 8.x: nvidia-cudnn-cu11 9.x has other sonames.
+GPU_REQUIRES = [
+    'mxnet-cu112==1.9.1',
+    'nvidia-cuda-runtime-cu11',
+    'nvidia-cublas-cu11',
+    'nvidia-cudnn-cu11>=8.1,<9',
+    'nvidia-nccl-cu11',
+    'nvidia-cufft-cu11',
+    'nvidia-curand-cu11',
+    'nvidia-cusolver-cu11',
+    'nvidia-cuda-nvrtc-cu11',
+    'nvidia-nvtx-cu11',
+]
+
+setup(
+    name='rn38-gluon',
+    version='0.1.0',
+    description='ResNet-38 Model A / A1 (Wu, Shen, van den Hengel 2019) for MXNet Gluon: '
+                'loads the released .params, segmentation and ImageNet tools',
+    packages=find_packages(include=['rn38', 'rn38.*', 'issegm', 'issegm.*', 'iclass', 'iclass.*']),
+    python_requires='>=3.8,<3.12',
+    install_requires=[
+        'mxnet==1.9.1',
+        'numpy>=1.17,<1.24',
+        'opencv-python<4.12',
+        'gluoncv==0.10.5.post0',
+        'pyyaml',
+        'cityscapesscripts',
+        'tqdm',
+        'matplotlib',
+    ],
+    extras_require={
+        'test': ['pytest', 'pytest-timeout'],
+        'gpu': GPU_REQUIRES,
+    },
+)
