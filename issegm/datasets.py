@@ -1,0 +1,351 @@
+"""Segmentation dataset specs and file reading, shared by training and evaluation.
+
+A :class:`DatasetSpec` holds everything that depends on the dataset's label encoding.
+Ground-truth files store *raw* label values (Cityscapes ``labelIds``, VOC class indices,
+ADE20K ``1..150`` with ``0`` = other); the networks use *train ids* ``0..classes-1`` with
+``255`` = ignore. The mapping happens exactly once, in :func:`read_label`, through the
+``label_to_train`` lookup table; predictions go back through ``train_to_label``.
+
+Every problem with a file is a :class:`DataError` whose one-line message starts with
+the offending path.
+"""
+import glob
+import io
+import os
+
+import cv2
+import numpy as np
+from PIL import Image
+
+IGNORE_LABEL = 255
+
+DATASET_NAMES = ('cityscapes', 'voc', 'ade20k')
+
+VOC_CLASS_NAMES = (
+    'background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
+    'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
+    'sheep', 'sofa', 'train', 'tvmonitor')
+
+# ADE20K SceneParsing (ADEChallengeData2016) class k+1 in the annotation PNGs.
+ADE20K_CLASS_NAMES = (
+    'wall', 'building', 'sky', 'floor', 'tree', 'ceiling', 'road', 'bed', 'windowpane',
+    'grass', 'cabinet', 'sidewalk', 'person', 'earth', 'door', 'table', 'mountain', 'plant',
+    'curtain', 'chair', 'car', 'water', 'painting', 'sofa', 'shelf', 'house', 'sea',
+    'mirror', 'rug', 'field', 'armchair', 'seat', 'fence', 'desk', 'rock', 'wardrobe',
+    'lamp', 'bathtub', 'railing', 'cushion', 'base', 'box', 'column', 'signboard',
+    'chest of drawers', 'counter', 'sand', 'sink', 'skyscraper', 'fireplace',
+    'refrigerator', 'grandstand', 'path', 'stairs', 'runway', 'case', 'pool table',
+    'pillow', 'screen door', 'stairway', 'river', 'bridge', 'bookcase', 'blind',
+    'coffee table', 'toilet', 'flower', 'book', 'hill', 'bench', 'countertop', 'stove',
+    'palm', 'kitchen island', 'computer', 'swivel chair', 'boat', 'bar', 'arcade machine',
+    'hovel', 'bus', 'towel', 'light', 'truck', 'tower', 'chandelier', 'awning',
+    'streetlight', 'booth', 'television receiver', 'airplane', 'dirt track', 'apparel',
+    'pole', 'land', 'bannister', 'escalator', 'ottoman', 'bottle', 'buffet', 'poster',
+    'stage', 'van', 'ship', 'fountain', 'conveyer belt', 'canopy', 'washer', 'plaything',
+    'swimming pool', 'stool', 'barrel', 'basket', 'waterfall', 'tent', 'bag', 'minibike',
+    'cradle', 'oven', 'ball', 'food', 'step', 'tank', 'trade name', 'microwave', 'pot',
+    'animal', 'bicycle', 'lake', 'dishwasher', 'screen', 'blanket', 'sculpture', 'hood',
+    'sconce', 'vase', 'traffic light', 'tray', 'ashcan', 'fan', 'pier', 'crt screen',
+    'plate', 'monitor', 'bulletin board', 'shower', 'radiator', 'glass', 'clock', 'flag')
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm')
+
+
+class DataError(ValueError):
+    """A dataset file or folder that cannot be used; the message starts with its path."""
+
+
+class DatasetSpec:
+    """Label encoding, names and colours of one segmentation dataset.
+
+    Attributes:
+        name: dataset name, e.g. ``'cityscapes'``.
+        classes: number of train ids (network outputs), e.g. 19.
+        ignore_label: train id of ignored pixels (255).
+        class_names: ``classes`` names, index = train id.
+        label_to_train: ``np.uint8[256]``, raw label value -> train id (255 = ignore).
+        train_to_label: ``np.uint8[256]``, train id -> raw value written in result PNGs.
+        palette: ``np.uint8[256, 3]`` RGB colour per train id (255 -> black).
+        valid_raw_values: raw values allowed in ground truth; anything else is a DataError.
+    """
+
+    def __init__(self, name, class_names, label_to_train, train_to_label, palette,
+                 valid_raw_values, ignore_label=IGNORE_LABEL):
+        self.name = name
+        self.class_names = list(class_names)
+        self.classes = len(self.class_names)
+        self.ignore_label = ignore_label
+        self.label_to_train = np.asarray(label_to_train, np.uint8).reshape(256)
+        self.train_to_label = np.asarray(train_to_label, np.uint8).reshape(256)
+        self.palette = np.asarray(palette, np.uint8).reshape(256, 3)
+        self.valid_raw_values = frozenset(int(v) for v in valid_raw_values)
+        valid = np.zeros(256, bool)
+        valid[sorted(self.valid_raw_values)] = True
+        self.raw_value_is_valid = valid  # np.bool_[256], same set as valid_raw_values
+
+    def __repr__(self):
+        return 'DatasetSpec(%r, classes=%d)' % (self.name, self.classes)
+
+    def colorize(self, train_ids):
+        """``(H, W)`` train ids -> ``(H, W, 3)`` uint8 RGB with :attr:`palette`."""
+        return self.palette[np.asarray(train_ids, np.uint8)]
+
+
+def voc_palette(count=256):
+    """The PASCAL VOC colour map: ``np.uint8[count, 3]``, colour k from the bits of k."""
+    palette = np.zeros((count, 3), np.uint8)
+    for k in range(count):
+        value, r, g, b = k, 0, 0, 0
+        for bit in range(8):
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette[k] = (r, g, b)
+    return palette
+
+
+def _cityscapes_spec():
+    from cityscapesscripts.helpers.labels import labels as cs_labels
+    label_to_train = np.full(256, IGNORE_LABEL, np.uint8)
+    train_to_label = np.zeros(256, np.uint8)  # unlabeled (id 0) for non-class train ids
+    palette = np.zeros((256, 3), np.uint8)
+    names = {}
+    valid = set()
+    for lab in cs_labels:
+        if lab.id < 0:  # 'license plate' is not stored in labelIds files
+            continue
+        valid.add(lab.id)
+        if 0 <= lab.trainId < IGNORE_LABEL:
+            label_to_train[lab.id] = lab.trainId
+            train_to_label[lab.trainId] = lab.id
+            palette[lab.trainId] = lab.color
+            names[lab.trainId] = lab.name
+    classes = max(names) + 1
+    return DatasetSpec('cityscapes', [names[k] for k in range(classes)], label_to_train,
+                       train_to_label, palette, valid)
+
+
+def _voc_spec():
+    classes = len(VOC_CLASS_NAMES)
+    label_to_train = np.full(256, IGNORE_LABEL, np.uint8)
+    label_to_train[:classes] = np.arange(classes)
+    train_to_label = np.full(256, IGNORE_LABEL, np.uint8)  # VOC marks void with 255
+    train_to_label[:classes] = np.arange(classes)
+    palette = voc_palette()
+    palette[classes:] = 0
+    return DatasetSpec('voc', VOC_CLASS_NAMES, label_to_train, train_to_label, palette,
+                       set(range(classes)) | {IGNORE_LABEL})
+
+
+def _ade20k_spec():
+    classes = len(ADE20K_CLASS_NAMES)
+    label_to_train = np.full(256, IGNORE_LABEL, np.uint8)
+    label_to_train[1:classes + 1] = np.arange(classes)  # raw 0 ("other") is ignored
+    train_to_label = np.zeros(256, np.uint8)
+    train_to_label[:classes] = np.arange(1, classes + 1)
+    # No official colour table ships with the annotations: VOC-style colours of raw ids.
+    palette = np.zeros((256, 3), np.uint8)
+    palette[:classes] = voc_palette(classes + 1)[1:]
+    return DatasetSpec('ade20k', ADE20K_CLASS_NAMES, label_to_train, train_to_label,
+                       palette, range(classes + 1))
+
+
+def get_dataset_spec(name):
+    """:class:`DatasetSpec` of ``'cityscapes'``, ``'voc'`` or ``'ade20k'``."""
+    builders = {'cityscapes': _cityscapes_spec, 'voc': _voc_spec, 'ade20k': _ade20k_spec}
+    if name not in builders:
+        raise ValueError('unknown dataset %r; valid: %s' % (name, ', '.join(DATASET_NAMES)))
+    return builders[name]()
+
+
+# ----------------------------------------------------------------------------- listing
+
+def _require_dir(path, what):
+    if not os.path.isdir(path):
+        raise DataError('%s: %s folder not found' % (path, what))
+
+
+def _read_list_file(list_path, data_root):
+    """Lines ``image_path[<TAB>label_path]`` relative to data_root (the authors' ``.lst``)."""
+    samples = []
+    with open(list_path) as f:
+        for line_no, line in enumerate(f, 1):
+            fields = [x for x in line.rstrip('\r\n').split('\t') if x.strip()]
+            if not fields:
+                continue
+            if len(fields) > 2:
+                raise DataError('%s: line %d has %d tab-separated fields, expected '
+                                'image_path[<TAB>label_path]' % (list_path, line_no, len(fields)))
+            image = os.path.join(data_root, fields[0].strip())
+            label = os.path.join(data_root, fields[1].strip()) if len(fields) == 2 else None
+            samples.append((image, label))
+    if not samples:
+        raise DataError('%s: list file has no samples' % list_path)
+    return samples
+
+
+def _check_labels_exist(samples):
+    for image, label in samples:
+        if label is not None and not os.path.isfile(label):
+            raise DataError('%s: label file not found (for image %s)' % (label, image))
+
+
+def _cityscapes_samples(data_root, split):
+    parts = ('train', 'val') if split == 'trainval' else (split,)
+    samples = []
+    for part in parts:
+        image_dir = os.path.join(data_root, 'leftImg8bit', part)
+        _require_dir(image_dir, 'Cityscapes image')
+        has_labels = part != 'test'  # the released test labels are placeholders
+        if has_labels:
+            _require_dir(os.path.join(data_root, 'gtFine', part), 'Cityscapes gtFine')
+        images = sorted(glob.glob(os.path.join(image_dir, '*', '*_leftImg8bit.png')))
+        if not images:
+            raise DataError('%s: no <city>/*_leftImg8bit.png images in split %r'
+                            % (image_dir, part))
+        for image in images:
+            label = None
+            if has_labels:
+                city = os.path.basename(os.path.dirname(image))
+                stem = os.path.basename(image)[:-len('_leftImg8bit.png')]
+                label = os.path.join(data_root, 'gtFine', part, city,
+                                     stem + '_gtFine_labelIds.png')
+            samples.append((image, label))
+    return samples
+
+
+def _voc_samples(data_root, split):
+    ids_path = os.path.join(data_root, 'ImageSets', 'Segmentation', split + '.txt')
+    if not os.path.isfile(ids_path):
+        raise DataError('%s: split file not found (nor %s)'
+                        % (ids_path, os.path.join(data_root, split + '.lst')))
+    with open(ids_path) as f:
+        ids = [line.strip().split()[0] for line in f if line.strip()]
+    if not ids:
+        raise DataError('%s: split file lists no images' % ids_path)
+    has_labels = split != 'test'
+    return [(os.path.join(data_root, 'JPEGImages', i + '.jpg'),
+             os.path.join(data_root, 'SegmentationClass', i + '.png') if has_labels else None)
+            for i in ids]
+
+
+def _ade20k_samples(data_root, split):
+    split = {'train': 'training', 'val': 'validation', 'test': 'testing'}.get(split, split)
+    image_dir = os.path.join(data_root, 'images', split)
+    _require_dir(image_dir, 'ADE20K image')
+    label_dir = os.path.join(data_root, 'annotations', split)
+    has_labels = split != 'testing'
+    if has_labels:
+        _require_dir(label_dir, 'ADE20K annotation')
+    images = sorted(glob.glob(os.path.join(image_dir, '*.jpg')))
+    if not images:
+        raise DataError('%s: no *.jpg images in split %r' % (image_dir, split))
+    return [(image, os.path.join(label_dir, os.path.splitext(os.path.basename(image))[0]
+                                 + '.png') if has_labels else None)
+            for image in images]
+
+
+def list_samples(spec, data_root, split):
+    """``[(image_path, label_path or None), ...]`` of a split, in a fixed (sorted) order.
+
+    If ``<data_root>/<split>.lst`` exists (the authors' ``image<TAB>label`` list, paths
+    relative to data_root) it is used for any dataset. Otherwise the standard layouts:
+
+    - cityscapes: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
+      ``gtFine/<split>/<city>/*_gtFine_labelIds.png``; ``trainval`` = train + val;
+      ``test`` has no labels (None).
+    - voc: ``ImageSets/Segmentation/<split>.txt`` naming ``JPEGImages/<id>.jpg`` and
+      ``SegmentationClass/<id>.png``.
+    - ade20k (ADEChallengeData2016): ``images/<split>/*.jpg`` with
+      ``annotations/<split>/*.png``; ``train``/``val`` mean ``training``/``validation``.
+
+    Missing folders, empty splits and missing label files raise :class:`DataError`.
+    """
+    if not os.path.isdir(data_root):
+        raise DataError('%s: data root folder not found' % data_root)
+    list_path = os.path.join(data_root, split + '.lst')
+    if os.path.isfile(list_path):
+        samples = _read_list_file(list_path, data_root)
+    elif spec.name == 'cityscapes':
+        samples = _cityscapes_samples(data_root, split)
+    elif spec.name == 'voc':
+        samples = _voc_samples(data_root, split)
+    elif spec.name == 'ade20k':
+        samples = _ade20k_samples(data_root, split)
+    else:
+        raise ValueError('no folder layout known for dataset %r; put a %s.lst in %s'
+                         % (spec.name, split, data_root))
+    _check_labels_exist(samples)
+    return samples
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_file_bytes(path):
+    """The encoded bytes of ``path`` (for caching); DataError if it cannot be read."""
+    try:
+        with open(path, 'rb') as f:
+            return f.read()
+    except OSError as err:
+        raise DataError('%s: cannot read file (%s)' % (path, err.strerror or err)) from None
+
+
+def decode_image(buf, path):
+    """Encoded bytes -> ``np.uint8 (H, W, 3)`` RGB; ``path`` is for error messages."""
+    im = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+    if im is None:
+        raise DataError('%s: cannot read image (not a decodable image file)' % path)
+    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path):
+    """``np.uint8 (H, W, 3)`` RGB pixels of an image file (grey images are expanded)."""
+    if not os.path.isfile(path):
+        raise DataError('%s: cannot read image (no such file)' % path)
+    return decode_image(read_file_bytes(path), path)
+
+
+def decode_label(spec, buf, path, image_shape=None):
+    """Encoded label PNG bytes -> ``np.uint8 (H, W)`` train ids; see :func:`read_label`."""
+    try:
+        with Image.open(io.BytesIO(buf)) as pil:
+            if pil.mode not in ('L', 'P', 'I', 'I;16', 'I;16B', 'I;16L'):
+                raise DataError('%s: label must be single-channel (mode L or P), got mode %s'
+                                % (path, pil.mode))
+            raw = np.asarray(pil)
+    except DataError:
+        raise
+    except Exception as err:  # PIL raises many types for corrupt files
+        raise DataError('%s: cannot read label (%s)' % (path, str(err).splitlines()[0]
+                                                         if str(err) else type(err).__name__)
+                        ) from None
+    if raw.ndim != 2:
+        raise DataError('%s: label must be single-channel, got shape %s' % (path, raw.shape))
+    if image_shape is not None and tuple(raw.shape) != tuple(image_shape[:2]):
+        raise DataError('%s: label is %dx%d but image is %dx%d'
+                        % ((path,) + tuple(raw.shape) + tuple(image_shape[:2])))
+    if raw.dtype != np.uint8:
+        too_big = raw.max() if raw.size else 0
+        if too_big > 255 or (raw.size and raw.min() < 0):
+            raise DataError('%s: unknown label id %d' % (path, too_big))
+        raw = raw.astype(np.uint8)
+    counts = np.bincount(raw.ravel(), minlength=256)
+    unknown = np.flatnonzero((counts > 0) & ~spec.raw_value_is_valid)
+    if unknown.size:
+        raise DataError('%s: unknown label id %d%s' % (
+            path, unknown[0], '' if unknown.size == 1 else
+            ' (and %d other unknown ids: %s)' % (unknown.size - 1,
+                                                 ', '.join(map(str, unknown[1:6].tolist())))))
+    return spec.label_to_train[raw]
+
+
+def read_label(spec, path, image_shape=None):
+    """Ground truth of ``path`` as ``np.uint8 (H, W)`` train ids (255 = ignore).
+
+    ``image_shape``: ``(H, W[, C])`` of the matching image; a different label size is a
+    DataError. Raw values outside ``spec.valid_raw_values`` are a DataError too.
+    """
+    if not os.path.isfile(path):
+        raise DataError('%s: cannot read label (no such file)' % path)
+    return decode_label(spec, read_file_bytes(path), path, image_shape)
