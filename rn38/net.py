@@ -84,21 +84,22 @@ def table_feat_stride(table):
 class BNReLU(HybridBlock):
     """BatchNorm then ReLU; the pre-activation of a residual conv."""
 
-    def __init__(self, name, freeze_bn=False, **kwargs):
+    def __init__(self, name, in_channels, freeze_bn=False, **kwargs):
         super().__init__(prefix='', **kwargs)
         with self.name_scope():
             self.bn = nn.BatchNorm(epsilon=BN_EPS, use_global_stats=freeze_bn,
-                                   prefix=name + '_')
+                                   in_channels=in_channels, prefix=name + '_')
 
     def hybrid_forward(self, F, x):
         return F.relu(self.bn(x))
 
 
-def _conv(name, channels, kernel, stride=1, dilation=1, use_bias=False):
+def _conv(name, in_channels, channels, kernel, stride=1, dilation=1, use_bias=False):
     if kernel == 1:
         dilation = 1
     return nn.Conv2D(channels, kernel, strides=stride, padding=dilation * (kernel // 2),
-                     dilation=dilation, use_bias=use_bias, prefix=name + '_')
+                     dilation=dilation, use_bias=use_bias, in_channels=in_channels,
+                     prefix=name + '_')
 
 
 class ResBlock(HybridBlock):
@@ -111,7 +112,8 @@ class ResBlock(HybridBlock):
     ``dilation_rest`` to the others. ``dropout`` acts before the last conv.
     """
 
-    def __init__(self, name, channels, kernels, stride=1, dilation=1, dilation_rest=None,
+    def __init__(self, name, in_channels, channels, kernels, stride=1, dilation=1,
+                 dilation_rest=None,
                  projection=False, dropout=0.0, freeze_bn=False, **kwargs):
         super().__init__(prefix='', **kwargs)
         dilation_rest = dilation if dilation_rest is None else dilation_rest
@@ -120,13 +122,14 @@ class ResBlock(HybridBlock):
         with self.name_scope():
             self.pre = nn.HybridSequential(prefix='')
             self.convs = nn.HybridSequential(prefix='')
-            for i, (c, k, s) in enumerate(zip(channels, kernels, suffixes)):
-                self.pre.add(BNReLU('bn%s_%s' % (name, s), freeze_bn))
-                self.convs.add(_conv('res%s_%s' % (name, s), c, k,
+            conv_in = [in_channels] + list(channels[:-1])
+            for i, (c_in, c, k, s) in enumerate(zip(conv_in, channels, kernels, suffixes)):
+                self.pre.add(BNReLU('bn%s_%s' % (name, s), c_in, freeze_bn))
+                self.convs.add(_conv('res%s_%s' % (name, s), c_in, c, k,
                                      stride if i == 0 else 1,
                                      dilation if i == 0 else dilation_rest))
-            self.shortcut = _conv('res%s_branch1' % name, channels[-1], 1, stride) \
-                if projection else None
+            self.shortcut = _conv('res%s_branch1' % name, in_channels, channels[-1], 1,
+                                  stride) if projection else None
             self.dropout = nn.Dropout(dropout) if dropout > 0 else None
 
     def hybrid_forward(self, F, x):
@@ -162,7 +165,8 @@ class ResNet38Features(HybridBlock):
         with self.name_scope():
             # Top-level stages, in order: the unit of recomputation in memory-saving training.
             self.stages = nn.HybridSequential(prefix='')
-            self.stages.add(_conv('conv1a', table[0].channels[0], table[0].kernels[0]))
+            channels = table[0].channels[0]
+            self.stages.add(_conv('conv1a', 3, channels, table[0].kernels[0]))
             dilation = 1
             for level in range(2, len(table) + 1):
                 row, prev = table[level - 1], table[level - 2]
@@ -178,13 +182,15 @@ class ResNet38Features(HybridBlock):
                 level_blocks = nn.HybridSequential(prefix='')
                 for i, name in enumerate(_block_names(level, row.blocks)):
                     level_blocks.add(ResBlock(
-                        name, row.channels, row.kernels,
+                        name, channels if i == 0 else row.channels[-1], row.channels,
+                        row.kernels,
                         stride=stride if i == 0 else 1,
                         dilation=dil_first if i == 0 else dilation,
                         dilation_rest=dil_rest if i == 0 else dilation,
                         projection=(i == 0), dropout=row.dropout, freeze_bn=freeze_bn))
                 self.stages.add(level_blocks)
-            self.stages.add(BNReLU('bn7', freeze_bn))
+                channels = row.channels[-1]
+            self.stages.add(BNReLU('bn7', channels, freeze_bn))
 
     def hybrid_forward(self, F, x):
         return self.stages(x)
@@ -231,11 +237,12 @@ class ResNet38FCN(HybridBlock):
             self.features = ResNet38Features(table, 0, freeze_bn)
             self.head = nn.HybridSequential(prefix='')
             if head == '2conv':
-                self.head.add(_conv('conv6a', head_channels, 3, dilation=head_dilation,
-                                    use_bias=True))
+                self.head.add(_conv('conv6a', self.features.out_channels, head_channels, 3,
+                                    dilation=head_dilation, use_bias=True))
                 self.head.add(nn.Activation('relu'))
-            self.head.add(_conv('linear%d' % classes, classes, 3, dilation=head_dilation,
-                                use_bias=True))
+            self.head.add(_conv('linear%d' % classes, head_channels if head == '2conv' else
+                                self.features.out_channels, classes, 3,
+                                dilation=head_dilation, use_bias=True))
         self.feat_stride = self.features.feat_stride
         self.head_names = ('conv6a', 'linear%d' % classes) if head == '2conv' \
             else ('linear%d' % classes,)

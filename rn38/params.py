@@ -103,8 +103,9 @@ def load_params(net, path, ctx=None, skip_prefixes=(), source=None):
 
 def save_params(net, path):
     """Write ``net``'s parameters in the released format, atomically (write, then rename)."""
+    # Sorted keys, as the manifests: the file is then byte-identical to the original's.
     arrays = {key: p.data().copyto(mx.cpu()) if p._data is not None else None
-              for key, p in released_keys(net).items()}
+              for key, p in sorted(released_keys(net).items())}
     missing = [k for k, v in arrays.items() if v is None]
     if missing:
         raise ParamsError('%s: cannot save, %s is not initialised' % (path, missing[0]))

@@ -16,15 +16,10 @@ from .params import load_params
 
 ModelSpec = namedtuple('ModelSpec', ['label', 'dataset', 'net_name', 'classes', 'feat_stride'])
 
-# label -> md5 of the authors' released file ``<label>_ep-0001.params``.
-RELEASED = {
-    'ilsvrc-cls_rna-a_cls1000': '2421c1945b6797cecd3f89db14ca73f6',
-    'ilsvrc-cls_rna-a1_cls1000': 'ff21f45d6bf03284100dcbec571edfad',
-    'cityscapes_rna-a1_cls19_s8': '226b3e861a6be7d0dc84e537f4eab154',
-    'voc_rna-a1_cls21_s8': 'a34628a63d5f62dcb98c29c4e281f332',
-    'voc_rna-a1_cls21_s8_coco': '328c0eca0c45b6345ada2f95edce68d4',
-    'ade20k_rna-a1_cls150_s8': '1faf29850bfa194678f0b8e1cbbffa98',
-}
+# The authors' released models; their files are ``<label>_ep-0001.params`` (md5 sums in
+# models/checksum.md5).
+RELEASED = ('ilsvrc-cls_rna-a_cls1000', 'ilsvrc-cls_rna-a1_cls1000', 'cityscapes_rna-a1_cls19_s8',
+            'voc_rna-a1_cls21_s8', 'voc_rna-a1_cls21_s8_coco', 'ade20k_rna-a1_cls150_s8')
 
 CLASSIFICATION = ('ilsvrc-cls_rna-a_cls1000', 'ilsvrc-cls_rna-a1_cls1000',
                   'ilsvrc-cls_rna-a-mini_cls1000', 'ilsvrc-cls_rna-a1-mini_cls1000',

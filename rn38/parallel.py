@@ -1,0 +1,489 @@
+"""Scale: memory-saving training (segment recomputation), several devices, several machines.
+
+Three independent pieces, shared by the segmentation and the classification trainers:
+
+* :func:`forward_backward` -- forward + backward over per-device batch slices, gradients
+  normalised by the *global* count, optionally with segment recomputation (``mirror``):
+  the network is cut into segments (:func:`stage_segments`, :func:`plan_segments`); the
+  first forward keeps only the segment boundary activations, the backward pass re-runs each
+  segment under ``autograd.record`` and back-propagates through it alone. The gradients
+  equal those of the plain pass (same dropout masks, BatchNorm running statistics updated
+  once).
+* :func:`parse_devices`, :func:`split_batch` -- device lists (``'cpu:2'`` makes
+  multi-device code testable on one CPU) and batch slicing.
+* :func:`make_kvstore`, :func:`step_scale`, :func:`sync_initial_params` -- kvstores for
+  ``gluon.Trainer``, including the distributed ``dist_sync`` (parameter-server) modes.
+"""
+import os
+import re
+from collections import namedtuple
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+from mxnet.gluon import nn
+
+# ---------------------------------------------------------------------------------------
+# Devices and batches
+# ---------------------------------------------------------------------------------------
+
+
+def parse_devices(spec):
+    """Device list of a ``--devices`` string.
+
+    ``''``/``'cpu'`` -> ``[cpu(0)]``; ``'0,1'`` -> ``[gpu(0), gpu(1)]``; ``'cpu:2'`` ->
+    ``[cpu(0), cpu(1)]`` (several CPU contexts, to run multi-device code on one CPU);
+    ``'cpu0,cpu1'``, ``'gpu0,gpu1'`` and ``'gpu:2'`` work too. ValueError otherwise.
+    """
+    spec = (spec or '').strip().lower()
+    if spec in ('', 'cpu'):
+        return [mx.cpu()]
+    m = re.match(r'^(cpu|gpu):(\d+)$', spec)
+    if m:
+        count = int(m.group(2))
+        if count < 1:
+            raise ValueError('--devices %r: need at least one device' % spec)
+        make = mx.cpu if m.group(1) == 'cpu' else mx.gpu
+        return [make(i) for i in range(count)]
+    devices = []
+    for item in spec.split(','):
+        m = re.match(r'^(cpu|gpu)?(\d+)$', item.strip())
+        if m is None:
+            raise ValueError("--devices %r: expected '', 'cpu', 'cpu:N', 'gpu:N' or a comma list "
+                             "of GPU ids / cpuN / gpuN, e.g. '0,1'" % spec)
+        make = mx.cpu if m.group(1) == 'cpu' else mx.gpu
+        devices.append(make(int(m.group(2))))
+    if len(set(devices)) != len(devices):
+        raise ValueError('--devices %r: a device is listed twice' % spec)
+    return devices
+
+
+def split_batch(data, label, ctx_list):
+    """Slice a batch along axis 0 into one slice per device, copied to that device.
+
+    ``data``: ``(N, ...)`` NDArray or numpy array; ``label``: ``(N, ...)`` or None.
+    Slice sizes differ by at most one (the first ``N % k`` devices get one more); the
+    gradient normalisation of :func:`forward_backward` is global, so uneven slices are
+    still exact. Returns ``(data_list, label_list)`` (``label_list`` is Nones if
+    ``label`` is None). ValueError if ``N`` is smaller than the number of devices.
+    """
+    ctx_list = list(ctx_list)
+    n = data.shape[0]
+    if n < len(ctx_list):
+        raise ValueError('batch of %d is smaller than the %d devices: use a batch of at '
+                         'least one image per device' % (n, len(ctx_list)))
+    if label is not None and label.shape[0] != n:
+        raise ValueError('data has %d samples, label %d' % (n, label.shape[0]))
+    base, extra = divmod(n, len(ctx_list))
+    bounds = np.cumsum([0] + [base + (1 if i < extra else 0) for i in range(len(ctx_list))])
+
+    def to(x, lo, hi, ctx):
+        part = x[int(lo):int(hi)]
+        if isinstance(part, mx.nd.NDArray):
+            return part.as_in_context(ctx)
+        return mx.nd.array(part, ctx=ctx, dtype=part.dtype)
+
+    data_list = [to(data, lo, hi, c) for lo, hi, c in zip(bounds[:-1], bounds[1:], ctx_list)]
+    label_list = [None if label is None else to(label, lo, hi, c)
+                  for lo, hi, c in zip(bounds[:-1], bounds[1:], ctx_list)]
+    return data_list, label_list
+
+
+# ---------------------------------------------------------------------------------------
+# Segments
+# ---------------------------------------------------------------------------------------
+
+
+class GlobalPoolFC(gluon.HybridBlock):
+    """The classifier tail as one block: global average pool then the FC layer.
+
+    ``(N, C, H, W)`` -> ``(N, classes)``. Shares ``fc``'s parameters (no new ones).
+    """
+
+    def __init__(self, fc, **kwargs):
+        super().__init__(prefix='', **kwargs)
+        self.fc = fc
+
+    def hybrid_forward(self, F, x):
+        return self.fc(F.Pooling(x, kernel=(1, 1), pool_type='avg', global_pool=True))
+
+
+def stage_segments(net):
+    """The recomputation units of ``net`` in forward order, or None if it exposes none.
+
+    For :class:`rn38.net.ResNet38FCN` / :class:`~rn38.net.ResNet38Classifier`: the
+    top-level stages of ``net.features.stages`` with each level expanded into its ResBlocks
+    (``conv1a``, [``pool``], ``res2a``, ``res2b1``, ..., ``bn7``+ReLU), then the head
+    (``net.head`` for the FCN; a :class:`GlobalPoolFC` sharing ``net.fc`` for the
+    classifier). Applying the units in order equals ``net(x)``; each parameter belongs to
+    exactly one unit. The classifier tail block is created once and kept on ``net``; it
+    is hybridized when ``net`` is.
+    """
+    features = getattr(net, 'features', None)
+    stages = getattr(features, 'stages', None)
+    if stages is None:
+        return None
+    units = []
+    for stage in stages:
+        if isinstance(stage, nn.HybridSequential):
+            units.extend(stage)
+        else:
+            units.append(stage)
+    if isinstance(getattr(net, 'head', None), gluon.HybridBlock):
+        units.append(net.head)
+    elif isinstance(getattr(net, 'fc', None), gluon.HybridBlock):
+        tail = vars(net).get('_rn38_pool_fc')
+        if tail is None or tail.fc is not net.fc:
+            tail = GlobalPoolFC(net.fc)
+            vars(net)['_rn38_pool_fc'] = tail   # bypasses Block.__setattr__: not a child
+        if getattr(net, '_active', False) and not getattr(tail, '_active', False):
+            tail.hybridize()
+        units.append(tail)
+    else:
+        return None
+    return units
+
+
+def _walk(block):
+    yield block
+    for child in block._children.values():
+        yield from _walk(child)
+
+
+def _has_dropout(block):
+    return any(isinstance(b, nn.Dropout) and b._rate > 0 for b in _walk(block))
+
+
+def _training_bns(block):
+    """BatchNorm layers of ``block`` that update running statistics in training mode."""
+    return [b for b in _walk(block) if isinstance(b, nn.BatchNorm)
+            and not b._kwargs.get('use_global_stats', False)]
+
+
+def unit_costs(units, data_shape):
+    """Memory estimates of each unit at input ``data_shape`` ``(N, C, H, W)``.
+
+    Returns ``[(out_elems, internal_elems), ...]`` in elements (float32: x4 bytes):
+    ``out_elems`` is the size of the unit's output (a segment boundary),
+    ``internal_elems`` the summed size of every intermediate output of the unit's graph
+    (what autograd keeps when the unit runs under ``record``), from symbolic shape
+    inference; nothing runs on a device.
+    """
+    costs, shape = [], tuple(data_shape)
+    for unit in units:
+        sym = unit(mx.sym.var('data'))
+        internals = sym.get_internals()
+        variables = set(sym.list_arguments()) | set(sym.list_auxiliary_states())
+        _, out_shapes, _ = internals.infer_shape_partial(data=shape)
+        internal = sum(int(np.prod(s)) for name, s in zip(internals.list_outputs(), out_shapes)
+                       if name[:-len('_output')] not in variables and s)
+        _, (out_shape,), _ = sym.infer_shape_partial(data=shape)
+        out = int(np.prod(out_shape))
+        costs.append((out, internal))
+        shape = tuple(out_shape)
+    return costs
+
+
+def plan_peak(costs, bounds, grad_factor=2.0):
+    """Modelled peak memory (elements) of recomputation with segments cut at ``bounds``.
+
+    ``bounds``: sorted unit indices where segments start (``0`` first). While segment
+    ``s`` is recomputed and back-propagated, the inputs of segments ``1..s`` are held
+    (later ones were freed), plus the incoming gradient (segment output size) and
+    ``grad_factor`` x the segment's internal activations (activations + their gradients).
+    The last segment runs once under ``record`` with all boundaries held.
+    """
+    starts = list(bounds) + [len(costs)]
+    held, peak = 0, 0
+    for s in range(len(starts) - 1):
+        i, j = starts[s], starts[s + 1]
+        if s > 0:
+            held += costs[i - 1][0]
+        internal = sum(c[1] for c in costs[i:j])
+        incoming = costs[j - 1][0] if j < len(costs) else 0
+        peak = max(peak, held + incoming + grad_factor * internal)
+    return peak
+
+
+def plan_segments(units, data_shape, grad_factor=2.0):
+    """Group ``units`` into contiguous segments minimising :func:`plan_peak`.
+
+    Exact minimisation of the model (binary search on the peak, dynamic programming over
+    where segments start). Returns a list of segments, each a list of units in order.
+    The plain (no recomputation) peak of the same model is ``grad_factor * sum(internal)``.
+    """
+    costs = unit_costs(units, data_shape)
+    n = len(costs)
+    prefix = np.cumsum([0] + [c[1] for c in costs])
+
+    def solve(limit):
+        # best[i]: least boundary memory held when a segment starts at unit i
+        best, back = [np.inf] * (n + 1), [None] * (n + 1)
+        best[0] = 0.0
+        for i in range(n):
+            if best[i] == np.inf:
+                continue
+            for j in range(i + 1, n + 1):
+                incoming = costs[j - 1][0] if j < n else 0
+                if best[i] + incoming + grad_factor * (prefix[j] - prefix[i]) > limit:
+                    continue
+                held = best[i] + (costs[j - 1][0] if j < n else 0)
+                if held < best[j]:
+                    best[j], back[j] = held, i
+        if best[n] == np.inf:
+            return None
+        bounds, j = [], n
+        while j > 0:
+            j = back[j]
+            bounds.append(j)
+        return bounds[::-1]
+
+    lo, hi = 0.0, float(plan_peak(costs, [0], grad_factor)) + 1.0
+    bounds = solve(hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        found = solve(mid)
+        if found is None:
+            lo = mid
+        else:
+            hi, bounds = mid, found
+    starts = bounds + [n]
+    return [list(units[starts[k]:starts[k + 1]]) for k in range(len(bounds))]
+
+
+def _resolve_segments(net, units, segments, data_shape):
+    """Segments as a list of lists of units (see :func:`forward_backward`)."""
+    if segments is None:
+        cache = vars(net).setdefault('_rn38_segment_plans', {})
+        key = (tuple(data_shape), tuple(id(u) for u in units))
+        if key not in cache:
+            cache[key] = plan_segments(units, data_shape)
+        return cache[key]
+    if isinstance(segments, int):
+        if not 1 <= segments <= len(units):
+            raise ValueError('segments=%d: need 1..%d' % (segments, len(units)))
+        cuts = np.linspace(0, len(units), segments + 1).round().astype(int)
+        return [list(units[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    flat = [u for seg in segments for u in seg]
+    if len(flat) != len(units) or any(a is not b for a, b in zip(flat, units)):
+        raise ValueError('segments must partition stage_segments(net) in order')
+    return [list(seg) for seg in segments]
+
+
+def _run(units, x, seeds, ctx):
+    """Apply ``units`` in order; before each unit with dropout, seed ``ctx``'s generator."""
+    for unit in units:
+        seed = seeds.get(id(unit))
+        if seed is not None:
+            mx.random.seed(seed, ctx=ctx)
+        x = unit(x)
+    return x
+
+
+# ---------------------------------------------------------------------------------------
+# Forward + backward
+# ---------------------------------------------------------------------------------------
+
+
+def forward_backward(net, data_list, label_list, loss_fn, mirror=False, segments=None):
+    """Forward and backward over per-device slices; gradients written into ``net``.
+
+    ``data_list``/``label_list``: one ``(n_d, 3, H, W)`` float32 / label NDArray per
+    device (see :func:`split_batch`). ``loss_fn(scores, label) -> (loss_sum, count)``:
+    NDArray scalars, e.g. the summed loss of the kept pixels and their number. The
+    gradient written into each parameter (grad_req ``'write'``) is
+    ``d(sum_d loss_sum_d / sum_d count_d) / dparam`` on every device, i.e. normalised by
+    the global count: after a kvstore reduction over devices, ``trainer.step(1)`` makes
+    the update of one device with the whole batch.
+
+    ``mirror``: segment recomputation (memory saving). ``segments``: None (automatic plan
+    by :func:`plan_segments` for this input shape, cached on ``net``), an int k (k
+    contiguous groups of equal unit count) or a list of lists of units partitioning
+    :func:`stage_segments` in order. If ``net`` exposes no segments, ``mirror`` falls back
+    to plain backward. Dropout units are re-seeded (``mx.random.seed(s, ctx)``, ``s``
+    drawn from MXNet's CPU generator) before each run, in both modes, so that the
+    recomputation uses the masks of the first forward; BatchNorm layers in training mode
+    get their running statistics restored after the recomputation (updated once).
+
+    Returns ``(loss_total, count_total, outputs)``: floats summed over devices, and the
+    per-device scores (detached).
+    """
+    if len(data_list) != len(label_list):
+        raise ValueError('%d data slices but %d label slices' % (len(data_list), len(label_list)))
+    units = stage_segments(net)
+    if units is None:
+        return _plain(net, data_list, label_list, loss_fn)
+    seeds = _dropout_seeds(units, len(data_list))
+    if not mirror:
+        return _plain(net, data_list, label_list, loss_fn, [units], seeds)
+    return _mirror(net, units, data_list, label_list, loss_fn, segments, seeds)
+
+
+def _dropout_seeds(units, num_devices):
+    """Per device ``{id(unit): seed}`` for the units containing dropout."""
+    drop = [u for u in units if _has_dropout(u)]
+    if not drop:
+        return [{} for _ in range(num_devices)]
+    values = mx.nd.random.randint(1, 2 ** 31 - 1, shape=(num_devices * len(drop),),
+                                  dtype='int32', ctx=mx.cpu()).asnumpy().tolist()
+    return [{id(u): int(values[d * len(drop) + k]) for k, u in enumerate(drop)}
+            for d in range(num_devices)]
+
+
+def _scaled_backward(losses, counts):
+    totals = [c.asscalar() for c in counts]
+    total = float(sum(totals))
+    scale = 1.0 / total if total > 0 else 0.0
+    return total, scale
+
+
+def _plain(net, data_list, label_list, loss_fn, segments=None, seeds=None):
+    losses, counts, outputs = [], [], []
+    with autograd.record():
+        for d, (x, y) in enumerate(zip(data_list, label_list)):
+            out = net(x) if segments is None else _run(segments[0], x, seeds[d], x.context)
+            loss, count = loss_fn(out, y)
+            losses.append(loss)
+            counts.append(count)
+            outputs.append(out)
+    total, scale = _scaled_backward(losses, counts)
+    autograd.backward(losses, head_grads=[mx.nd.ones_like(l) * scale for l in losses])
+    loss_total = float(sum(l.asscalar() for l in losses))
+    return loss_total, total, [o.detach() for o in outputs]
+
+
+def _snapshot_bn(bns, ctx):
+    return [(b.running_mean.data(ctx).copy(), b.running_var.data(ctx).copy()) for b in bns]
+
+
+def _restore_bn(bns, saved, ctx):
+    for b, (mean, var) in zip(bns, saved):
+        mean.copyto(b.running_mean.data(ctx))
+        var.copyto(b.running_var.data(ctx))
+
+
+def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
+    segs = _resolve_segments(net, units, segments, data_list[0].shape)
+    bns = [[b for u in seg for b in _training_bns(u)] for seg in segs]
+    states = []
+    losses, counts, outputs = [], [], []
+    for d, (x, y) in enumerate(zip(data_list, label_list)):
+        ctx = x.context
+        bounds, saved = [x], []
+        with autograd.train_mode():
+            for s, seg in enumerate(segs[:-1]):
+                bounds.append(_run(seg, bounds[-1], seeds[d], ctx))
+                saved.append(_snapshot_bn(bns[s], ctx) if bns[s] else None)
+        last_in = bounds[-1]
+        if len(segs) > 1:
+            last_in.attach_grad()
+        with autograd.record():
+            out = _run(segs[-1], last_in, seeds[d], ctx)
+            loss, count = loss_fn(out, y)
+        losses.append(loss)
+        counts.append(count)
+        outputs.append(out)
+        states.append((bounds, saved))
+    total, scale = _scaled_backward(losses, counts)
+    for d, (loss, (bounds, saved)) in enumerate(zip(losses, states)):
+        ctx = data_list[d].context
+        autograd.backward(loss, head_grads=mx.nd.ones_like(loss) * scale)
+        for s in range(len(segs) - 2, -1, -1):
+            grad = bounds[s + 1].grad
+            bounds[s + 1] = None             # free the boundary as soon as it is used
+            x = bounds[s]
+            if s > 0:
+                x.attach_grad()
+            with autograd.record():
+                y = _run(segs[s], x, seeds[d], ctx)
+            autograd.backward(y, head_grads=grad)
+            del y, grad
+            if saved[s] is not None:
+                _restore_bn(bns[s], saved[s], ctx)
+        bounds.clear()
+    loss_total = float(sum(l.asscalar() for l in losses))
+    return loss_total, total, [o.detach() for o in outputs]
+
+
+# ---------------------------------------------------------------------------------------
+# KVStore
+# ---------------------------------------------------------------------------------------
+
+KVSTORE_KINDS = ('local', 'device', 'dist_sync', 'dist_sync_device', 'dist_async')
+
+KVStoreConfig = namedtuple('KVStoreConfig', ['kvstore', 'update_on_kvstore'])
+KVStoreConfig.__doc__ = """What ``gluon.Trainer`` needs: ``Trainer(..., kvstore=c.kvstore,
+update_on_kvstore=c.update_on_kvstore)``; unpacks as ``store, update_on_kvstore``."""
+
+
+def make_kvstore(kind, num_devices=1):
+    """KVStore (or None) and ``update_on_kvstore`` for a gluon.Trainer.
+
+    ``kind``: 'local', 'device' (reduction on CPU / on the devices), 'dist_sync',
+    'dist_sync_device', 'dist_async' (parameter server; the process must have been
+    started with MXNet's ``DMLC_*`` environment, e.g. by ``tools/launch.py``).
+    A single device with a local kind needs no kvstore: ``(None, None)``.
+
+    Synchronous kinds return ``update_on_kvstore=False``: gradients are summed by the
+    store and every worker runs the optimizer itself. This avoids two pitfalls of MXNet
+    1.9 with the optimizer on the servers: ``Trainer.set_learning_rate`` does not reach
+    the servers (apache/mxnet#15919), and ``rescale_grad`` is frozen at the first step.
+    ``dist_async`` requires the update on the servers (True).
+    With a ``dist`` store, also call :func:`sync_initial_params` before the first
+    forward, and pass :func:`step_scale` to ``trainer.step``.
+    """
+    if kind not in KVSTORE_KINDS:
+        raise ValueError('unknown kvstore %r; valid: %s' % (kind, ', '.join(KVSTORE_KINDS)))
+    if kind.startswith('dist'):
+        if 'DMLC_ROLE' not in os.environ:
+            raise ValueError('--kvstore %s needs a distributed launch (DMLC_ROLE, '
+                             'DMLC_PS_ROOT_URI, ... set by MXNet tools/launch.py)' % kind)
+        return KVStoreConfig(mx.kv.create(kind), kind == 'dist_async')
+    if num_devices <= 1:
+        return KVStoreConfig(None, None)
+    return KVStoreConfig(mx.kv.create(kind), False)
+
+
+def _store_of(store_or_trainer):
+    if isinstance(store_or_trainer, gluon.Trainer):
+        if not store_or_trainer._kv_initialized:
+            store_or_trainer._init_kvstore()
+        return store_or_trainer._kvstore
+    return store_or_trainer
+
+
+def worker_info(store_or_trainer):
+    """``(rank, num_workers)`` of a kvstore / Trainer (``(0, 1)`` without a dist store)."""
+    store = _store_of(store_or_trainer)
+    if store is None or isinstance(store, str) or 'dist' not in store.type:
+        return 0, 1
+    return store.rank, store.num_workers
+
+
+def step_scale(store_or_trainer):
+    """The ``batch_size`` argument of ``trainer.step`` after :func:`forward_backward`.
+
+    :func:`forward_backward` normalises by the count of this worker; a ``dist_sync``
+    store sums the workers' gradients, so the step divides by the number of workers:
+    with equal counts per worker (classification; a fixed number of kept pixels) the
+    update is exactly the one of a single process with all workers' data. 1 otherwise
+    (``dist_async`` applies each worker's gradient on its own).
+    """
+    store = _store_of(store_or_trainer)
+    if store is None or isinstance(store, str) or not store.type.startswith('dist_sync'):
+        return 1
+    return store.num_workers
+
+
+def sync_initial_params(trainer):
+    """Make every worker start from rank 0's parameters, before the first forward.
+
+    ``gluon.Trainer`` broadcasts rank 0's values only inside the first ``step``, i.e.
+    after the first gradients were computed on each worker's own (possibly differently
+    initialised) weights. Calling this first makes the first step consistent too.
+    No-op without a kvstore. Uses Trainer internals of MXNet 1.x.
+    """
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._params_to_init:
+        trainer._init_params()

@@ -1,0 +1,286 @@
+"""Networks and released weights: parity with the authors' networks, strict loading, names."""
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd
+
+import iclass
+import issegm
+from rn38 import zoo
+from rn38.net import BN_EPS, stage_table, table_feat_stride
+from rn38.params import (ParamsError, load_params, read_params, released_key, released_keys,
+                         save_params)
+from rn38.synthetic import manifest_entries, net_entries, synthetic_arrays
+from conftest import REF_DIR, reference_arrays
+
+PARITY = [('ilsvrc-cls_rna-a_cls1000', iclass), ('ilsvrc-cls_rna-a1_cls1000', iclass),
+          ('cityscapes_rna-a1_cls19_s8', issegm)]
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.fixture(scope='module')
+def loaded():
+    nets = {}
+    for label, package in PARITY:
+        net = package.get_model(label)
+        load_params(net, reference_arrays(label))
+        nets[label] = net
+    return nets
+
+
+@pytest.mark.parametrize('hybridize', [False, True], ids=['imperative', 'hybridized'])
+@pytest.mark.parametrize('label', [p[0] for p in PARITY])
+def test_parity_with_authors_network(loaded, label, hybridize):
+    ref = np.load(os.path.join(REF_DIR, 'fwd_%s.npz' % label))
+    net = loaded[label]
+    if hybridize:
+        net.hybridize(static_alloc=True, static_shape=True)
+    scores = net(mx.nd.array(ref['input'])).asnumpy()
+    net.hybridize(False)
+    assert scores.shape == ref['scores'].shape
+    np.testing.assert_allclose(scores, ref['scores'], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_softmax(scores, 1), ref['output'], rtol=1e-4, atol=1e-6)
+
+
+def test_export_and_symbolblock_imports(loaded, tmp_path):
+    label = 'ilsvrc-cls_rna-a1_cls1000'
+    ref = np.load(os.path.join(REF_DIR, 'fwd_%s.npz' % label))
+    net = loaded[label]
+    net.hybridize()
+    net(mx.nd.array(ref['input']))
+    prefix = str(tmp_path / 'a1')
+    net.export(prefix, epoch=1)
+    net.hybridize(False)
+    block = mx.gluon.SymbolBlock.imports(prefix + '-symbol.json', ['data'],
+                                         prefix + '-0001.params')
+    scores = block(mx.nd.array(ref['input'])).asnumpy()
+    np.testing.assert_allclose(scores, ref['scores'], rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_eps_is_the_released_one():
+    net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8')
+    bns = []
+    net.apply(lambda b: bns.append(b) if isinstance(b, mx.gluon.nn.BatchNorm) else None)
+    assert len(bns) > 10
+    assert {b._kwargs['eps'] for b in bns} == {1.001e-5} == {BN_EPS}
+
+
+def test_synthetic_rule_matches_reference_checks():
+    checks = json.load(open(os.path.join(REF_DIR, 'param_checks_salt0.json')))
+    label = 'cityscapes_rna-a1_cls19_s8'
+    per_key = checks['models'][label]['per_key']
+    arrays = reference_arrays(label)
+    assert sorted(per_key) == sorted(arrays)
+    for key in per_key:
+        total, first = per_key[key]
+        value = arrays[key].asnumpy()
+        assert abs(value.astype(np.float64).sum() - total) <= 1e-6 * max(1, abs(total)) + 1e-3
+        assert value.ravel()[0] == np.float32(first)
+
+
+@pytest.mark.parametrize('label', ['ilsvrc-cls_rna-a_cls1000', 'ilsvrc-cls_rna-a1_cls1000',
+                                   'cityscapes_rna-a1_cls19_s8', 'voc_rna-a1_cls21_s8',
+                                   'ade20k_rna-a1_cls150_s8'])
+def test_names_and_shapes_equal_the_released_manifest(label):
+    task = 'classification' if label.startswith('ilsvrc') else 'segmentation'
+    net = zoo.get_model(label, task)
+    net(mx.nd.zeros((1, 3, 64, 64)))  # resolve deferred shapes
+    assert net_entries(net) == manifest_entries(
+        os.path.join(REF_DIR, 'manifests', label + '.json'))
+
+
+def test_released_key_mapping_is_one_to_one():
+    assert released_key('bn7_running_mean') == 'aux:bn7_moving_mean'
+    assert released_key('bn7_running_var') == 'aux:bn7_moving_var'
+    assert released_key('bn7_gamma') == 'arg:bn7_gamma'
+    assert released_key('conv6a_bias') == 'arg:conv6a_bias'
+    net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8')
+    keys = released_keys(net)
+    assert len(keys) == len(list(net.collect_params().keys()))
+
+
+def _mini_arrays(tmp_path, label='cityscapes_rna-a1-mini_cls19_s8'):
+    net = issegm.get_model(label)
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    path = str(tmp_path / ('%s_ep-0003.params' % label))
+    save_params(net, path)
+    return net, path
+
+
+def test_save_load_roundtrip_and_format(tmp_path):
+    net, path = _mini_arrays(tmp_path)
+    raw = mx.nd.load(path)
+    assert list(raw) == sorted(raw)
+    assert all(k.startswith(('arg:', 'aux:')) for k in raw)
+    assert 'aux:bn7_moving_var' in raw and 'arg:bn7_gamma' in raw
+    other = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8', pretrained=path)
+    x = mx.nd.random.uniform(shape=(1, 3, 40, 56))
+    np.testing.assert_array_equal(net(x).asnumpy(), other(x).asnumpy())
+    assert not [f for f in os.listdir(tmp_path) if 'tmp' in f]
+
+
+def test_strict_loading_errors_name_file_and_key(tmp_path):
+    net, path = _mini_arrays(tmp_path)
+    arrays = read_params(path)
+
+    def fresh():
+        return issegm.get_model('cityscapes_rna-a1-mini_cls19_s8')
+
+    missing = dict(arrays)
+    del missing['arg:res3a_branch1_weight']
+    p = str(tmp_path / 'missing.params')
+    mx.nd.save(p, missing)
+    with pytest.raises(ParamsError, match=r'missing\.params: missing key arg:res3a_branch1_weight'):
+        load_params(fresh(), p)
+
+    extra = dict(arrays, **{'arg:linear1000_weight': mx.nd.zeros((3, 3))})
+    p = str(tmp_path / 'extra.params')
+    mx.nd.save(p, extra)
+    with pytest.raises(ParamsError, match=r'extra\.params: unexpected key arg:linear1000_weight'):
+        load_params(fresh(), p)
+
+    wrong = dict(arrays, **{'arg:conv1a_weight': mx.nd.zeros((16, 3, 5, 5))})
+    p = str(tmp_path / 'wrong.params')
+    mx.nd.save(p, wrong)
+    with pytest.raises(ParamsError, match=r'wrong\.params: shape mismatch for arg:conv1a_weight: '
+                                          r'file has \(16, 3, 5, 5\), model expects \(16, 3, 3, 3\)'):
+        load_params(fresh(), p)
+
+    with pytest.raises(ParamsError, match=r'nothere\.params: no such params file'):
+        load_params(fresh(), str(tmp_path / 'nothere.params'))
+    junk = tmp_path / 'junk.params'
+    junk.write_bytes(b'not a params file at all')
+    with pytest.raises(ParamsError, match=r'junk\.params: not an MXNet params file'):
+        load_params(fresh(), str(junk))
+    # a file of another label (19 vs 21 classes) is refused
+    with pytest.raises(ParamsError, match=r'_ep-0003\.params: missing key arg:linear21_bias'):
+        issegm.get_model('cityscapes_rna-a1-mini_cls21_s8', pretrained=path)
+
+
+def test_imagenet_weights_into_segmentation_is_reported_partial_load(tmp_path):
+    cls = iclass.get_model('ilsvrc-cls_rna-a1-mini_cls1000')
+    cls(mx.nd.zeros((1, 3, 32, 32)))
+    path = str(tmp_path / 'ilsvrc-cls_rna-a1-mini_cls1000_ep-0001.params')
+    save_params(cls, path)
+    seg = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8', pretrained=path)
+    report = seg.load_report
+    assert report['ignored'] == ['arg:linear1000_bias', 'arg:linear1000_weight']
+    assert report['skipped'] == ['arg:conv6a_bias', 'arg:conv6a_weight',
+                                 'arg:linear19_bias', 'arg:linear19_weight']
+    assert len(report['loaded']) == len(released_keys(seg)) - 4
+    np.testing.assert_array_equal(seg.collect_params()['res4b1_branch2b1_weight'].data().asnumpy(),
+                                  cls.collect_params()['res4b1_branch2b1_weight'].data().asnumpy())
+    x = mx.nd.random.uniform(shape=(1, 3, 32, 32))
+    assert np.isfinite(seg(x).asnumpy()).all()
+    # the head is Xavier-initialised (not zero), its biases zero
+    assert seg.collect_params()['linear19_weight'].data().abs().sum().asscalar() > 0
+    assert seg.collect_params()['linear19_bias'].data().abs().sum().asscalar() == 0
+
+
+@pytest.mark.parametrize('label', zoo.REGISTERED['segmentation'])
+def test_every_registered_segmentation_label_builds(label):
+    net = issegm.get_model(label)
+    spec = zoo.parse_label(label)
+    assert net.feat_stride == spec.feat_stride
+    if 'mini' in label:
+        out = net(mx.nd.zeros((1, 3, 45, 70)))
+        s = spec.feat_stride
+        assert out.shape == (1, spec.classes, -(-45 // s), -(-70 // s))
+
+
+@pytest.mark.parametrize('label', zoo.REGISTERED['classification'])
+def test_every_registered_classification_label_builds(label):
+    net = iclass.get_model(label)
+    spec = zoo.parse_label(label)
+    if 'mini' in label:
+        assert net(mx.nd.zeros((2, 3, 64, 64))).shape == (2, spec.classes)
+
+
+def test_unknown_labels_list_the_valid_ones():
+    with pytest.raises(ValueError, match='cityscapes_rna-a1_cls19_s8'):
+        issegm.get_model('cityscapes_rna-b7_cls19_s8')
+    with pytest.raises(ValueError, match='no feature stride 8'):
+        issegm.get_model('cityscapes_rna-a_cls19_s8')
+    with pytest.raises(ValueError, match='cannot parse'):
+        issegm.get_model('resnet50')
+
+
+def test_stage_tables_differ_in_rows_only():
+    a, a1 = stage_table('a'), stage_table('a1')
+    assert [r.down for r in a][:5] == ['pool'] * 5 and [r.down for r in a1][:5] == ['conv'] * 5
+    assert [r._replace(down=None) for r in a] == [r._replace(down=None) for r in a1]
+    s8 = stage_table('a1', 8, segmentation=True)
+    assert [r.dilate for r in s8] == [False, False, False, True, True, False, False]
+    assert (s8[5].dropout, s8[6].dropout) == (0.3, 0.5)
+    assert [table_feat_stride(stage_table('a1', s)) for s in (8, 16, 32)] == [8, 16, 32]
+
+
+def test_model_a_caffe_pooling_sizes():
+    net = iclass.get_model('ilsvrc-cls_rna-a-mini_cls1000')
+    feat = net.features(mx.nd.zeros((1, 3, 96, 96)))
+    assert feat.shape[2:] == (2, 2)  # 96 -> 47 -> 23 -> 11 -> 5 -> 2
+    same = iclass.get_model('ilsvrc-cls_rna-a-mini_cls1000', pool_style='same')
+    assert same.features(mx.nd.zeros((1, 3, 96, 96))).shape[2:] == (3, 3)
+
+
+def test_dilation_pattern_of_a1_s8():
+    net = issegm.get_model('cityscapes_rna-a1_cls19_s8')
+    convs = {}
+    net.apply(lambda b: convs.__setitem__(b.prefix.rstrip('_'), b)
+              if isinstance(b, mx.gluon.nn.Conv2D) else None)
+    dil = {k: c._kwargs['dilate'][0] for k, c in convs.items()}
+    stride = {k: c._kwargs['stride'][0] for k, c in convs.items()}
+    assert dil['res5a_branch2a'] == 1 and dil['res5a_branch2b1'] == 2
+    assert dil['res5b1_branch2a'] == 2 and dil['res5b2_branch2b1'] == 2
+    assert dil['res6a_branch2b1'] == 4 and dil['res7a_branch2b1'] == 4
+    assert dil['conv6a'] == 12 and dil['linear19'] == 12
+    assert [k for k, s in stride.items() if s == 2] == ['res2a_branch2a', 'res2a_branch1',
+                                                        'res3a_branch2a', 'res3a_branch1',
+                                                        'res4a_branch2a', 'res4a_branch1']
+
+
+@pytest.mark.parametrize('label,task', [('cityscapes_rna-a1-mini_cls19_s8', 'segmentation'),
+                                        ('ilsvrc-cls_rna-a1-mini_cls1000', 'classification')])
+def test_gradients_reach_every_parameter(label, task):
+    net = zoo.get_model(label, task)
+    x = mx.nd.random.uniform(shape=(2, 3, 48, 48))
+    with autograd.record():
+        loss = (net(x) ** 2).sum()
+    loss.backward()
+    for name, p in net.collect_params().items():
+        if p.grad_req == 'null':
+            assert 'running' in name
+            continue
+        assert p.grad().abs().sum().asscalar() > 0, name
+
+
+def test_frozen_batchnorm_keeps_statistics():
+    net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8', freeze_bn=True)
+    x = mx.nd.random.uniform(shape=(2, 3, 32, 32))
+    net(x)
+    before = net.collect_params()['bn3a_branch2a_running_mean'].data().asnumpy().copy()
+    with autograd.record():
+        net(x).sum().backward()
+    after = net.collect_params()['bn3a_branch2a_running_mean'].data().asnumpy()
+    np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.slow
+def test_saved_file_is_byte_identical_to_the_reference_rule(tmp_path):
+    checks = json.load(open(os.path.join(REF_DIR, 'param_checks_salt0.json')))
+    label = 'ilsvrc-cls_rna-a1_cls1000'
+    net = iclass.get_model(label)
+    load_params(net, reference_arrays(label))
+    path = str(tmp_path / (label + '_ep-0001.params'))
+    save_params(net, path)
+    from rn38.checksums import md5sum
+    entry = checks['models'][label]
+    assert os.path.getsize(path) == entry['params_file_bytes']
+    assert md5sum(path) == entry['params_file_md5']
