@@ -1,0 +1,135 @@
+"""ImageNet (ILSVRC 2012) classification with ResNet-38: validation and training.
+
+Validate released weights (label taken from the file name)::
+
+    python iclass/ilsvrc.py --data-root data/ilsvrc12 --phase val \\
+        --weights models/ilsvrc-cls_rna-a1_cls1000_ep-0001.params \\
+        --split val --test-scales 320 [--test-flipping] [--test-3crops]
+
+Model A was trained with the "caffe" pooling convention: add
+``--pool-top-infer-style caffe`` (the default of :func:`iclass.get_model` too).
+
+Train (the authors' recipe)::
+
+    python iclass/ilsvrc.py --data-root data/ilsvrc12 --phase train \\
+        --model ilsvrc-cls_rna-a1_cls1000 --batch-images 256 --crop-size 224 \\
+        --lr-type linear --base-lr 0.1 --to-epoch 90 --gpus 0,1,2,3
+
+Everything happens in :mod:`iclass.train`; this file only turns the command line into
+one :class:`iclass.train.Config`.
+"""
+import argparse
+import os
+import sys
+
+if __name__ == '__main__' and sys.path and \
+        os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    # Run as ``python iclass/ilsvrc.py``: import this package's modules as ``iclass.*``,
+    # never as top-level ``data``/``train``.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description='Validate or train ResNet-38 ImageNet classifiers.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--phase', choices=('val', 'train'), default='train')
+    p.add_argument('--data-root', required=True,
+                   help='folder the list paths are relative to; lists are <root>/<split>.lst '
+                        '(or iclass/data/<dataset>/<split>.lst)')
+    p.add_argument('--split', default=None, help='list to use (default: val / train)')
+    p.add_argument('--weights', default=None,
+                   help='released-format <label>_ep-N.params: the model to validate, or the '
+                        'start of training (a checkpoint of --model resumes it)')
+    p.add_argument('--model', default=None,
+                   help='model label, e.g. ilsvrc-cls_rna-a1_cls1000 (default: from --weights)')
+    p.add_argument('--dataset', default=None,
+                   help='dataset folder name for the packaged lists (default: from the label)')
+    p.add_argument('--output', default=None,
+                   help='output folder (default: beside --weights for val, ./output for train)')
+    p.add_argument('--gpus', default='',
+                   help="devices: '' or 'cpu' (CPU), '0,1' (GPUs), 'cpu:2' (2 CPU contexts)")
+    p.add_argument('--batch-images', type=int, default=None,
+                   help='images per batch (default: 1 for val, 32 for train)')
+    g = p.add_argument_group('validation')
+    g.add_argument('--test-scales', default='224',
+                   help='comma-separated shorter-side lengths; predictions are averaged')
+    g.add_argument('--test-flipping', action='store_true',
+                   help='average with the horizontally flipped crops')
+    g.add_argument('--test-3crops', action='store_true',
+                   help='three crops along the longer side instead of the centre one')
+    g.add_argument('--no-choose-interp-method', dest='choose_interp_method',
+                   action='store_false',
+                   help='always resize bicubic instead of choosing by the resize direction')
+    g.add_argument('--pool-top-infer-style', choices=('caffe', 'same'), default=None,
+                   help='Model A max-pool convention: caffe (pad 0, the released weights; '
+                        'get_model default) or same (pad 1)')
+    g.add_argument('--cache-dtype', choices=('float32', 'float16'), default='float32',
+                   help='dtype of the per-scale prediction cache')
+    g = p.add_argument_group('training')
+    g.add_argument('--crop-size', type=int, default=224)
+    g.add_argument('--lr-type', choices=('fixed', 'step', 'linear'), default='fixed')
+    g.add_argument('--base-lr', type=float, default=0.1)
+    g.add_argument('--lr-steps', default='',
+                   help='comma-separated update counts where a step schedule multiplies '
+                        'the rate by --lr-factor')
+    g.add_argument('--lr-factor', type=float, default=0.1)
+    g.add_argument('--wd', type=float, default=0.0001)
+    g.add_argument('--momentum', type=float, default=0.9)
+    g.add_argument('--from-epoch', type=int, default=None,
+                   help='epochs already done (default: from a --weights checkpoint, else 0)')
+    g.add_argument('--stop-epoch', type=int, default=None, help='stop after this epoch')
+    g.add_argument('--to-epoch', type=int, default=None,
+                   help='total epochs of the schedule')
+    g.add_argument('--kvstore', default='device')
+    g.add_argument('--backward-do-mirror', action='store_true',
+                   help='recompute activations in backward to save memory')
+    g.add_argument('--seed', type=int, default=0)
+    g = p.add_argument_group('data loading and logging')
+    g.add_argument('--prefetch-threads', type=int, default=1, help='loader workers')
+    g.add_argument('--prefetcher', choices=('thread', 'process'), default='thread')
+    g.add_argument('--log-file', default=None)
+    g.add_argument('--debug', action='store_true')
+    g.add_argument('--no-progress', dest='progress', action='store_false')
+    return p
+
+
+def config_from_args(args):
+    from iclass.train import Config
+    return Config(
+        phase=args.phase, data_root=args.data_root, split=args.split, weights=args.weights,
+        model=args.model, dataset=args.dataset, output=args.output, gpus=args.gpus,
+        batch_images=args.batch_images,
+        test_scales=tuple(int(s) for s in args.test_scales.split(',') if s.strip()),
+        test_flipping=args.test_flipping, test_3crops=args.test_3crops,
+        choose_interp_method=args.choose_interp_method,
+        pool_top_infer_style=args.pool_top_infer_style, cache_dtype=args.cache_dtype,
+        crop_size=args.crop_size, lr_type=args.lr_type, base_lr=args.base_lr,
+        lr_steps=tuple(int(s) for s in args.lr_steps.split(',') if s.strip()),
+        lr_factor=args.lr_factor, momentum=args.momentum, wd=args.wd,
+        from_epoch=args.from_epoch, stop_epoch=args.stop_epoch, to_epoch=args.to_epoch,
+        kvstore=args.kvstore, backward_do_mirror=args.backward_do_mirror, seed=args.seed,
+        prefetch_threads=args.prefetch_threads, prefetcher=args.prefetcher,
+        log_file=args.log_file, debug=args.debug, progress=args.progress)
+
+
+def main(argv=None):
+    """Run the command line; bad input ends in one ``error:`` line and exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError:
+        parser.error('--test-scales and --lr-steps take comma-separated integers')
+    from iclass import train as cls_train
+    try:
+        if cfg.phase == 'val':
+            return cls_train.validate(cfg)
+        return cls_train.train(cfg)
+    except (ValueError, FileNotFoundError) as err:  # DataError, ParamsError are ValueErrors
+        print('error: %s' % str(err).strip().splitlines()[0], file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == '__main__':
+    main()

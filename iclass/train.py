@@ -1,0 +1,430 @@
+"""ImageNet classification: validation and training as library functions.
+
+:func:`validate` and :func:`train` take one :class:`Config` (built by ``iclass/ilsvrc.py``
+from its command line, or directly by tests and scripts). The shared machinery comes
+from :mod:`rn38`: the batch loader (:mod:`rn38.loader`), devices and the multi-device
+forward/backward (:mod:`rn38.parallel`), schedules, checkpoints, logging and the epoch
+loop (:mod:`rn38.train`). What is specific to classification lives here: the torch-style
+Nesterov optimizer the authors train with, their initialisation of the classifier,
+the loss, and multi-scale / flip / crop averaging of validation predictions with a
+per-scale cache.
+"""
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from typing import Optional
+
+import numpy as np
+import mxnet as mx
+from tqdm import tqdm
+
+from rn38 import zoo
+from rn38.params import ParamsError  # noqa: F401  (re-exported for callers)
+
+from . import data as cls_data
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything a validation or training run needs; saved beside its results."""
+    phase: str = 'val'
+    data_root: Optional[str] = None
+    split: Optional[str] = None
+    weights: Optional[str] = None
+    model: Optional[str] = None
+    dataset: Optional[str] = None
+    output: Optional[str] = None
+    gpus: str = ''
+    batch_images: Optional[int] = None
+    # validation
+    test_scales: tuple = (224,)
+    test_flipping: bool = False
+    test_3crops: bool = False
+    choose_interp_method: bool = True
+    pool_top_infer_style: Optional[str] = None
+    cache_dtype: str = 'float32'
+    # training
+    crop_size: int = 224
+    lr_type: str = 'fixed'
+    base_lr: float = 0.1
+    lr_steps: tuple = ()
+    lr_factor: float = 0.1
+    momentum: float = 0.9
+    wd: float = 0.0001
+    from_epoch: Optional[int] = None
+    stop_epoch: Optional[int] = None
+    to_epoch: Optional[int] = None
+    kvstore: str = 'device'
+    backward_do_mirror: bool = False
+    seed: int = 0
+    # data loading
+    prefetch_threads: int = 1
+    prefetcher: str = 'thread'
+    # logging
+    log_file: Optional[str] = None
+    debug: bool = False
+    progress: bool = True
+
+    def to_dict(self):
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+
+def resolve_label(cfg):
+    """The model label: ``cfg.model``, else parsed from the weights file name."""
+    if cfg.model:
+        label = cfg.model
+    elif cfg.weights:
+        label, _ = zoo.label_from_weights(cfg.weights)
+    else:
+        raise ValueError('no model: pass --model <label> or --weights <label>_ep-N.params')
+    return zoo.parse_label(label)
+
+
+def _devices(spec):
+    from rn38.parallel import parse_devices
+    return parse_devices(spec)
+
+
+def _loader(dataset, batch_size, shuffle, seed, cfg, drop_last):
+    from rn38.loader import BatchLoader
+    return BatchLoader(dataset, batch_size, shuffle=shuffle, seed=seed,
+                       workers=cfg.prefetch_threads, mode=cfg.prefetcher,
+                       drop_last=drop_last)
+
+
+def _logger(cfg, default_log):
+    from rn38.train import setup_logging
+    return setup_logging(cfg.log_file or default_log, cfg.debug, name='iclass')
+
+
+# ----------------------------------------------------------------------- optimizer
+
+
+@mx.optimizer.register
+class TorchNesterov(mx.optimizer.Optimizer):
+    """Nesterov momentum in the torch formulation, the authors' training optimizer.
+
+    For each weight, with ``g = rescale_grad * grad`` (clipped if asked) ``+ wd * w``::
+
+        v = momentum * v + g
+        w = w - lr * (g + momentum * v)
+
+    The velocity ``v`` is kept unscaled by the learning rate, so a change of the rate
+    (step or linear schedules) applies at once. MXNet's built-in ``nag`` keeps
+    ``-lr * v`` instead, which differs as soon as the rate changes.
+    Registered as ``'torchnesterov'``.
+    """
+
+    def __init__(self, momentum=0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+
+    def create_state(self, index, weight):
+        if self.momentum == 0.0:
+            return None
+        return mx.nd.zeros(weight.shape, weight.context, dtype=weight.dtype)
+
+    def update(self, index, weight, grad, state):
+        self._update_count(index)
+        lr = self._get_lr(index)
+        wd = self._get_wd(index)
+        g = grad * self.rescale_grad
+        if self.clip_gradient is not None:
+            g = mx.nd.clip(g, -self.clip_gradient, self.clip_gradient)
+        g = g + wd * weight
+        if state is not None:
+            state[:] = self.momentum * state + g
+            g = g + self.momentum * state
+        weight[:] = weight - lr * g
+
+
+def torch_nesterov_reference(weight, grads, lrs, momentum=0.9, wd=0.0):
+    """The same update in numpy over a sequence of gradients (for checks and tests)."""
+    w = np.array(weight, np.float64)
+    v = np.zeros_like(w)
+    for g, lr in zip(grads, lrs):
+        g = np.asarray(g, np.float64) + wd * w
+        v = momentum * v + g
+        w = w - lr * (g + momentum * v)
+    return w
+
+
+# ------------------------------------------------------------------ model helpers
+
+
+def init_classifier(net, seed=None):
+    """Torch-style init of the final FC (weights and bias uniform in +-1/sqrt(fan_in)), as
+    the authors' initializer for ``linear*``; the rest keeps Xavier (gaussian, fan-in,
+    magnitude 2) from :func:`rn38.zoo.get_model`."""
+    if seed is not None:
+        mx.random.seed(seed)
+    fc = net.fc
+    bound = 1.0 / np.sqrt(fc.weight.shape[1])
+    for param in (fc.weight, fc.bias):
+        value = mx.nd.random.uniform(-bound, bound, shape=param.shape)
+        param.set_data(value)
+
+
+def set_authors_wd_mults(net):
+    """No weight decay on parameters whose names end neither in ``_weight`` nor ``_gamma``
+    (biases, BatchNorm betas): what MXNet's Module, used by the authors, does."""
+    for name, param in net.collect_params().items():
+        if not name.endswith(('_weight', '_gamma')):
+            param.wd_mult = 0.0
+
+
+def softmax_cross_entropy(scores, label):
+    """``(sum of -log softmax(scores)[label], count)`` as NDArrays, the loss of
+    :func:`rn38.parallel.forward_backward`."""
+    nll = -mx.nd.pick(mx.nd.log_softmax(scores, axis=1), label, axis=1)
+    return nll.sum(), mx.nd.array([scores.shape[0]], ctx=scores.context)
+
+
+def top1_counts(scores, label):
+    """``(correct, total)`` of top-1 predictions."""
+    correct = (mx.nd.argmax(scores, axis=1) == label.astype('float32')).sum().asscalar()
+    return float(correct), int(scores.shape[0])
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def topk_errors(probs, labels, ks=(1, 5)):
+    """``{'top1_error': %, 'top5_error': %}`` of ``(N, C)`` probabilities against labels."""
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+    order = np.argsort(-probs, axis=1, kind='stable')
+    out = {}
+    for k in ks:
+        hit = (order[:, :min(k, probs.shape[1])] == labels[:, None]).any(axis=1)
+        out['top%d_error' % k] = 100.0 * (1.0 - hit.mean())
+    return out
+
+
+def val_save_dir(cfg):
+    """``<output>/<weights stem>`` (``_<split>`` appended unless the split is ``val``)."""
+    stem = os.path.splitext(os.path.basename(cfg.weights))[0]
+    if cfg.split != 'val':
+        stem += '_' + cfg.split
+    return os.path.join(cfg.output, stem)
+
+
+def cache_path(save_dir, scale, cfg):
+    """The per-scale prediction cache; its name records every option that changes it."""
+    name = 'preds_s%d' % scale
+    if cfg.test_3crops:
+        name += '_3crops'
+    if cfg.test_flipping:
+        name += '_flip'
+    if not cfg.choose_interp_method:
+        name += '_bicubic'
+    if cfg.pool_top_infer_style:
+        name += '_pool-' + cfg.pool_top_infer_style
+    return os.path.join(save_dir, name + '.npz')
+
+
+def _list_digest(split_list):
+    h = hashlib.sha1()
+    for image, label in zip(split_list.images, split_list.labels):
+        h.update(('%s\t%d\n' % (os.path.basename(image), label)).encode())
+    return h.hexdigest()
+
+
+def load_cached(path, digest, classes):
+    """Probabilities ``(N, C)`` float32 from a cache written for this list, else None."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if str(f['list_digest']) != digest or f['probs'].shape[1] != classes:
+                return None
+            return f['probs'].astype(np.float32)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def save_cached(path, probs, digest, dtype):
+    """``np.savez`` (no pickle) through a temporary file and an atomic rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, '.tmp-%d-%s' % (os.getpid(), os.path.basename(path)))
+    try:
+        with open(tmp, 'wb') as f:
+            np.savez(f, probs=probs.astype(dtype), list_digest=np.array(digest))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _forward_probs(net, batch, devices):
+    """Softmax probabilities of a numpy batch ``(n, 3, s, s)``, split over ``devices``."""
+    from rn38.parallel import split_batch
+    data_list, _ = split_batch(batch, np.zeros(len(batch), np.float32), devices)
+    outs = [mx.nd.softmax(net(x), axis=1).asnumpy() for x in data_list]
+    return np.concatenate(outs, axis=0)
+
+
+def predict_scale(net, split_list, scale, cfg, devices, classes, progress=True, logger=None):
+    """Mean softmax probabilities ``(N, C)`` over the crops (and flips) of every image at
+    one test scale, in list order."""
+    transform = cls_data.EvalTransform(scale, cfg.test_3crops, cfg.choose_interp_method)
+    dataset = cls_data.ImageListDataset(split_list, transform)
+    loader = _loader(dataset, cfg.batch_images, False, 0, cfg, drop_last=False)
+    labels = np.asarray(split_list.labels)
+    preds, done, correct, start = [], 0, 0, time.time()
+    bar = tqdm(loader, total=len(loader), desc='scale %d' % scale, unit='batch',
+               disable=not progress, dynamic_ncols=True)
+    for data, _ in bar:
+        n, crops = data.shape[:2]
+        flat = data.reshape((n * crops,) + data.shape[2:])
+        probs = _forward_probs(net, flat, devices).reshape(n, crops, classes).mean(axis=1)
+        if cfg.test_flipping:
+            flipped = np.ascontiguousarray(flat[..., ::-1])
+            probs_f = _forward_probs(net, flipped, devices).reshape(n, crops, classes).mean(1)
+            probs = (probs + probs_f) / 2
+        preds.append(probs.astype(np.float32))
+        correct += int((probs.argmax(axis=1) == labels[done:done + n]).sum())
+        done += n
+        bar.set_postfix(top1='%.2f%%' % (100.0 * correct / done),
+                        img_s='%.1f' % (done / max(time.time() - start, 1e-9)), refresh=False)
+    bar.close()
+    if logger:
+        logger.info('scale %d: %d images in %.1f s', scale, done, time.time() - start)
+    return np.concatenate(preds, axis=0)
+
+
+def validate(cfg, logger=None):
+    """Evaluate ``cfg.weights`` on ``cfg.split``: top-1/top-5 error at each test scale and
+    with all scales averaged. Writes ``<save dir>/results.json`` and ``config.yaml``,
+    caches predictions per scale, and returns the results dict."""
+    from rn38.train import write_json, save_config
+    if not cfg.weights:
+        raise ValueError('--phase val needs --weights')
+    spec = resolve_label(cfg)
+    cfg.split = cfg.split or 'val'
+    cfg.output = cfg.output if cfg.output is not None else \
+        (os.path.dirname(cfg.weights) or '.')
+    cfg.batch_images = cfg.batch_images or 1
+    if cfg.cache_dtype not in ('float16', 'float32'):
+        raise ValueError('cache dtype must be float16 or float32, not %r' % cfg.cache_dtype)
+    scales = sorted({int(s) for s in cfg.test_scales}, reverse=True)
+    save_dir = val_save_dir(cfg)
+    logger = logger or _logger(cfg, save_dir + '.log')
+    os.makedirs(save_dir, exist_ok=True)
+    save_config(cfg.to_dict(), os.path.join(save_dir, 'config.yaml'))
+
+    dataset = cfg.dataset or spec.dataset
+    split_list = cls_data.load_split(cfg.data_root, cfg.split, dataset, spec.classes)
+    digest = _list_digest(split_list)
+    labels = np.asarray(split_list.labels)
+    devices = _devices(cfg.gpus)
+    net = None
+    per_scale, preds = {}, []
+    for scale in scales:
+        path = cache_path(save_dir, scale, cfg)
+        probs = load_cached(path, digest, spec.classes)
+        if probs is not None:
+            logger.info('scale %d: predictions read from %s, skipped', scale, path)
+        else:
+            if net is None:
+                net = _build_eval_net(cfg, spec, devices)
+            probs = predict_scale(net, split_list, scale, cfg, devices, spec.classes,
+                                  cfg.progress, logger)
+            save_cached(path, probs, digest, cfg.cache_dtype)
+            probs = load_cached(path, digest, spec.classes)
+        preds.append(probs)
+        per_scale[str(scale)] = topk_errors(probs, labels)
+        logger.info('scale %d: top-1 error %.4f%%, top-5 error %.4f%%', scale,
+                    per_scale[str(scale)]['top1_error'], per_scale[str(scale)]['top5_error'])
+    combined = topk_errors(np.mean(preds, axis=0), labels)
+    results = {'model': spec.label, 'weights': os.path.abspath(cfg.weights),
+               'split': cfg.split, 'list': split_list.path, 'images': len(split_list),
+               'scales': scales, 'flipping': cfg.test_flipping, 'three_crops': cfg.test_3crops,
+               'per_scale': per_scale, 'top1_error': combined['top1_error'],
+               'top5_error': combined['top5_error']}
+    write_json(results, os.path.join(save_dir, 'results.json'))
+    logger.info('%s on %s (%d images), scales %s: top-1 error %.4f%%, top-5 error %.4f%%',
+                spec.label, cfg.split, len(split_list), scales, results['top1_error'],
+                results['top5_error'])
+    print('top-1 error %.4f%%  top-5 error %.4f%%  (%s, %d images, scales %s)'
+          % (results['top1_error'], results['top5_error'], cfg.split, len(split_list),
+             ','.join(map(str, scales))))
+    return results
+
+
+def _build_eval_net(cfg, spec, devices):
+    import iclass
+    net = iclass.get_model(spec.label, pretrained=cfg.weights, ctx=devices,
+                           pool_style=cfg.pool_top_infer_style)
+    net.hybridize(static_alloc=True)
+    return net
+
+
+# ------------------------------------------------------------------------ training
+
+
+def train(cfg, logger=None):
+    """Train the classifier ``cfg.model`` (or the label of ``cfg.weights``) on
+    ``cfg.split`` with the authors' recipe; resumable from its own checkpoints.
+    Returns the history of :func:`rn38.train.fit`."""
+    from rn38 import train as shared
+    import iclass
+    spec = resolve_label(cfg)
+    label = spec.label
+    if not cfg.to_epoch:
+        raise ValueError('--phase train needs --to-epoch (the total number of epochs)')
+    cfg.split = cfg.split or 'train'
+    cfg.output = cfg.output if cfg.output is not None else 'output'
+    cfg.batch_images = cfg.batch_images or 32
+    from_epoch = cfg.from_epoch if cfg.from_epoch is not None else \
+        shared.resume_epoch(cfg.weights, label)
+    stop_epoch = cfg.stop_epoch or cfg.to_epoch
+    if not from_epoch < stop_epoch <= cfg.to_epoch:
+        raise ValueError('epochs: need from (%d) < stop (%d) <= to (%d)'
+                         % (from_epoch, stop_epoch, cfg.to_epoch))
+    os.makedirs(cfg.output, exist_ok=True)
+    logger = logger or _logger(cfg, os.path.join(cfg.output, label + '.log'))
+    shared.save_config(cfg.to_dict(), os.path.join(cfg.output, label + '_config.yaml'))
+    logger.info('training %s from epoch %d to %d (of %d)', label, from_epoch, stop_epoch,
+                cfg.to_epoch)
+
+    dataset = cfg.dataset or spec.dataset
+    split_list = cls_data.load_split(cfg.data_root, cfg.split, dataset, spec.classes)
+    transform = cls_data.TrainTransform(cfg.crop_size, choose_interp=cfg.choose_interp_method)
+    loader = _loader(cls_data.ImageListDataset(split_list, transform), cfg.batch_images,
+                     True, cfg.seed, cfg, drop_last=True)
+
+    devices = _devices(cfg.gpus)
+    mx.random.seed(cfg.seed)
+    same_model = cfg.weights is not None and \
+        zoo.label_from_weights(cfg.weights)[0] == label
+    net = iclass.get_model(label, pretrained=cfg.weights, ctx=devices,
+                           pool_style=cfg.pool_top_infer_style,
+                           backbone_only=(cfg.weights is not None and not same_model))
+    if not same_model:
+        init_classifier(net, cfg.seed)
+    set_authors_wd_mults(net)
+    net.hybridize(static_alloc=True)
+
+    trainer = shared.make_trainer(net, 'torchnesterov',
+                                  {'learning_rate': cfg.base_lr, 'momentum': cfg.momentum,
+                                   'wd': cfg.wd},
+                                  cfg.kvstore, len(devices))
+    if from_epoch > 0 and cfg.weights:
+        shared.load_trainer_state(trainer, cfg.weights, logger)
+    updates = len(loader)
+    schedule = shared.LRSchedule(cfg.lr_type, cfg.base_lr, total_updates=cfg.to_epoch * updates,
+                                 step_updates=[int(s) for s in cfg.lr_steps],
+                                 factor=cfg.lr_factor)
+    return shared.fit(net, loader, trainer, devices, softmax_cross_entropy, top1_counts,
+                      schedule, label=label, out_dir=cfg.output, from_epoch=from_epoch,
+                      stop_epoch=stop_epoch, mirror=cfg.backward_do_mirror, logger=logger,
+                      progress=cfg.progress)
+
+
+logging.getLogger('iclass').addHandler(logging.NullHandler())

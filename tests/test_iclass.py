@@ -1,0 +1,475 @@
+"""ImageNet classification tools (issue 5): lists, preprocessing, the optimizer,
+validation against a direct computation, the prediction cache, a short training run and
+the command line's errors. Everything runs on a generated ImageNet-layout folder."""
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+from PIL import Image
+
+import iclass
+from iclass import data as D
+from iclass import train as T
+from iclass.ilsvrc import main as cli_main
+from rn38.params import save_params
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from make_imagenet import make_imagenet  # noqa: E402
+
+CLASSES = 8
+LABEL = 'demo-cls_rna-a1-mini_cls%d' % CLASSES
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+@pytest.fixture(scope='module')
+def imagenet(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('imagenet'))
+    make_imagenet(root, classes=CLASSES, per_class=2, val_per_class=2)
+    return root
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    """Random weights of the mini model, saved under its released-style file name."""
+    mx.random.seed(3)
+    net = iclass.get_model(LABEL)
+    # Non-trivial BN statistics so inference really uses them.
+    for name, p in net.collect_params().items():
+        if name.endswith('running_mean'):
+            p.set_data(mx.nd.random.uniform(-0.1, 0.1, p.shape))
+        elif name.endswith('running_var'):
+            p.set_data(mx.nd.random.uniform(0.5, 1.5, p.shape))
+    path = str(tmp_path_factory.mktemp('models') / (LABEL + '_ep-0001.params'))
+    save_params(net, path)
+    return path
+
+
+def val_config(root, weights, out, **kw):
+    cfg = T.Config(phase='val', data_root=root, split='val', weights=weights, output=out,
+                   batch_images=3, progress=False)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+# ------------------------------------------------------------------ lists, images
+
+def write(path, text):
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def test_split_list_formats_and_location(tmp_path):
+    root = str(tmp_path)
+    write(os.path.join(root, 'a.lst'), '0\t3\tx/a.png\n1\t0\ty/b.JPEG\n\n')
+    write(os.path.join(root, 'b.lst'), 'x/a.png\t3\n# comment\ny/b.JPEG 0\n')
+    for split in ('a', 'b'):
+        sl = D.parse_split_file(D.locate_split(root, split), root, classes=4)
+        assert sl.images == [os.path.join(root, 'x/a.png'), os.path.join(root, 'y/b.JPEG')]
+        assert sl.labels == [3, 0]
+    # Falls back to the package's iclass/data/<dataset>/<split>.lst, the authors' place.
+    with pytest.raises(D.DataError, match=r'iclass/data/ilsvrc-cls/nosuch\.lst'):
+        D.locate_split(root, 'nosuch', 'ilsvrc-cls')
+
+
+@pytest.mark.parametrize('text, pattern', [
+    ('0\t1\ta.png\n1\tb.png\n', r'bad\.lst line 2: no class index'),
+    ('0\t1\ta.png\nb.png\n', r'bad\.lst line 2: no class index'),
+    ('0\t1\ta.png\n1\t4\tb.png\n', r'bad\.lst line 2: class index 4 outside 0\.\.3'),
+    ('0\tcat\ta.png\n', r'bad\.lst line 1: class index .cat. is not an integer'),
+    ('0\t-1\ta.png\n', r'bad\.lst line 1: class index -1'),
+])
+def test_split_list_errors_name_file_and_line(tmp_path, text, pattern):
+    path = write(str(tmp_path / 'bad.lst'), text)
+    with pytest.raises(D.DataError, match=pattern):
+        D.parse_split_file(path, str(tmp_path), classes=4)
+
+
+def test_missing_and_unreadable_images(tmp_path):
+    root = str(tmp_path)
+    Image.new('RGB', (8, 8)).save(os.path.join(root, 'ok.png'))
+    write(os.path.join(root, 'broken.png'), 'not an image')
+    write(os.path.join(root, 's.lst'), '0\t0\tok.png\n1\t1\tgone.png\n2\t1\tbroken.png\n')
+    sl = D.load_split(root, 's', classes=2, check=False)
+    with pytest.raises(D.DataError, match=r'gone\.png: image not found .*s\.lst line 2'):
+        D.check_images(sl)
+    ds = D.ImageListDataset(sl, D.EvalTransform(8))
+    assert ds[0][0].shape == (1, 3, 8, 8)
+    with pytest.raises(D.DataError, match=r'gone\.png: image not found'):
+        ds[1]
+    with pytest.raises(D.DataError, match=r'broken\.png: cannot read image .*line 3'):
+        ds[2]
+
+
+# ------------------------------------------------------------------- preprocessing
+
+def test_interp_method_choice():
+    assert D.interp_method(48, 64, 40, 53) == Image.LANCZOS      # both shrink
+    assert D.interp_method(48, 64, 56, 75) == Image.BICUBIC      # both grow
+    assert D.interp_method(48, 64, 56, 56) == Image.BILINEAR     # mixed
+    assert D.interp_method(48, 64, 48, 70) == Image.BILINEAR     # one side unchanged
+    assert D.interp_method(48, 64, 40, 53, choose=False) == Image.BICUBIC
+
+
+def test_resize_shorter_and_crops():
+    rng = np.random.RandomState(0)
+    im = rng.randint(0, 255, (48, 64, 3)).astype(np.uint8)
+    small = D.resize_shorter(im, 40)
+    assert small.shape == (40, 53, 3)
+    want = np.asarray(Image.fromarray(im).resize((53, 40), Image.LANCZOS))
+    np.testing.assert_array_equal(small, want)
+    big = D.resize_shorter(im.transpose(1, 0, 2), 56, choose=False)
+    assert big.shape == (75, 56, 3)
+    want = np.asarray(Image.fromarray(np.ascontiguousarray(im.transpose(1, 0, 2)))
+                      .resize((56, 75), Image.BICUBIC))
+    np.testing.assert_array_equal(big, want)
+    assert D.resize_shorter(im, 48) is im
+    # Centre offsets round up; three crops run along the longer side.
+    assert D.crop_offsets(40, 53, 40) == [(0, 7)]
+    assert D.crop_offsets(40, 53, 40, three=True) == [(0, 0), (0, 7), (0, 13)]
+    assert D.crop_offsets(75, 56, 56, three=True) == [(0, 0), (10, 0), (19, 0)]
+    out = D.EvalTransform(40, three_crops=True)(im)
+    assert out.shape == (3, 3, 40, 40) and out.dtype == np.float32
+    want = ((small[:, 13:53] / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+    np.testing.assert_allclose(out[2], want, rtol=1e-5, atol=1e-5)
+
+
+def test_random_sized_crop_ranges():
+    im = np.zeros((100, 120, 3), np.uint8)
+    im[:, :, 0] = np.arange(120)[None, :]
+    im[:, :, 1] = np.arange(100)[:, None]
+    rng = np.random.RandomState(1)
+    for _ in range(30):
+        out = D.random_sized_crop(im, 24, rng)
+        assert out.shape == (24, 24, 3)
+    # Regions are drawn from the authors' ranges: replay the draws of one call.
+    rng, replay = np.random.RandomState(5), np.random.RandomState(5)
+    D.random_sized_crop(im, 24, rng)
+    area = replay.uniform(0.08, 1.0) * 100 * 120
+    ratio = replay.uniform(3. / 4, 4. / 3)
+    assert 0.08 * 12000 <= area <= 12000 and 0.75 <= ratio <= 4. / 3
+    # An image too thin for any region falls back to the centre crop.
+    thin = np.arange(4 * 200 * 3, dtype=np.uint8).reshape(4, 200, 3)
+    out = D.random_sized_crop(thin, 4, np.random.RandomState(0), area_range=(0.99, 1.0),
+                              aspect_range=(1.0, 1.0))
+    np.testing.assert_array_equal(out, thin[:, 98:102])
+
+
+def test_colour_jitter_and_lighting():
+    rng = np.random.RandomState(0)
+    x = rng.uniform(0, 1, (6, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(D.color_jitter(x, rng, 0, 0, 0), x)
+    # Brightness alone: a uniform factor in [0.6, 1.4].
+    y = D.color_jitter(x, np.random.RandomState(2), 0.4, 0, 0)
+    factor = np.random.RandomState(2)
+    factor.permutation(1)
+    a = 1 + factor.uniform(-0.4, 0.4)
+    np.testing.assert_allclose(y, x * a, rtol=1e-6)
+    # Saturation alone keeps the grey level of every pixel.
+    y = D.color_jitter(x, np.random.RandomState(3), 0, 0, 0.4)
+    np.testing.assert_allclose(D.grey(y), D.grey(x), rtol=1e-5, atol=1e-6)
+    # Lighting: eigvec @ (alpha * eigval) added, then / 1.1, alpha ~ N(0, 0.1).
+    alpha = np.random.RandomState(4).normal(0, 0.1, 3)
+    shift = D.PCA_EIGVEC.astype(np.float64) @ (alpha * D.PCA_EIGVAL)
+    y = D.lighting(x, np.random.RandomState(4), 0.1)
+    np.testing.assert_allclose(y, (x + shift) / 1.1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(D.PCA_EIGVAL, [0.2175, 0.0188, 0.0045])
+
+
+def test_train_transform_deterministic_and_bounded():
+    im = np.random.RandomState(0).randint(0, 255, (48, 64, 3)).astype(np.uint8)
+    t = D.TrainTransform(32)
+    a = t(im, np.random.RandomState(7))
+    b = t(im, np.random.RandomState(7))
+    c = t(im, np.random.RandomState(8))
+    assert a.shape == (3, 32, 32) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    rgb01 = a.transpose(1, 2, 0) * STD + MEAN           # undo normalisation: clipped to [0, 1]
+    assert rgb01.min() >= -1e-5 and rgb01.max() <= 1 + 1e-5
+    # Flipping happens about half of the time.
+    flat = np.full((40, 40, 3), 128, np.uint8)
+    flat[:, :20] = 0
+    lefts = [t(flat, np.random.RandomState(s))[:, :, 0].mean() <
+             t(flat, np.random.RandomState(s))[:, :, -1].mean() for s in range(40)]
+    assert 5 < sum(lefts) < 35
+
+
+# ----------------------------------------------------------------------- optimizer
+
+def test_torch_nesterov_matches_numpy_and_differs_from_nag():
+    rng = np.random.RandomState(0)
+    w0 = rng.normal(size=(4, 3)).astype(np.float32)
+    grads = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(6)]
+    lrs = [0.1, 0.1, 0.05, 0.05, 0.01, 0.02]          # changing rate (step/linear schedules)
+    want = T.torch_nesterov_reference(w0, [g * 0.5 for g in grads], lrs, 0.9, 1e-3)
+
+    def run(name):
+        opt = mx.optimizer.create(name, momentum=0.9, wd=1e-3, rescale_grad=0.5,
+                                  learning_rate=0.1)
+        w = mx.nd.array(w0)
+        state = opt.create_state(0, w)
+        for g, lr in zip(grads, lrs):
+            opt.set_learning_rate(lr)
+            opt.update(0, w, mx.nd.array(g), state)
+        return w.asnumpy()
+
+    np.testing.assert_allclose(run('torchnesterov'), want, rtol=1e-5, atol=1e-6)
+    # The reference by hand, first step: g' = g + wd w; v = g'; w - lr (g' + 0.9 v).
+    g1 = grads[0] + 1e-3 * w0.astype(np.float64)
+    np.testing.assert_allclose(T.torch_nesterov_reference(w0, grads[:1], [0.1], 0.9, 1e-3),
+                               w0 - 0.1 * 1.9 * g1, rtol=1e-6)
+    # Second step: v = 0.9 v + g2'; w - lr (g2' + 0.9 v).
+    w1 = w0 - 0.1 * 1.9 * g1
+    g2 = grads[1] + 1e-3 * w1
+    v2 = 0.9 * g1 + g2
+    np.testing.assert_allclose(T.torch_nesterov_reference(w0, grads[:2], [0.1, 0.05], 0.9, 1e-3),
+                               w1 - 0.05 * (g2 + 0.9 * v2), rtol=1e-6)
+    # MXNet's 'nag' keeps lr-scaled momentum: not the same once the rate changes.
+    assert np.abs(run('nag') - want).max() > 1e-4
+
+
+def test_classifier_init_and_wd_mults():
+    net = iclass.get_model('demo-cls_rna-a1-mini_cls5')
+    T.init_classifier(net, seed=0)
+    w, b = net.fc.weight.data().asnumpy(), net.fc.bias.data().asnumpy()
+    bound = 1 / np.sqrt(w.shape[1])
+    assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
+    assert np.abs(b).max() > 0.3 * bound                  # bias drawn too, not zero
+    assert w.std() == pytest.approx(bound / np.sqrt(3), rel=0.2)
+    T.set_authors_wd_mults(net)
+    mults = {n: p.wd_mult for n, p in net.collect_params().items()}
+    assert mults['linear5_weight'] == 1 and mults['conv1a_weight'] == 1
+    assert mults['bn7_gamma'] == 1
+    assert mults['linear5_bias'] == 0 and mults['bn7_beta'] == 0
+
+
+# ---------------------------------------------------------------------- validation
+
+def direct_probs(net, paths, scale, flip, three, choose=True):
+    """Mean softmax over crops/flips, computed without the library's preprocessing."""
+    out = []
+    for path in paths:
+        im = Image.open(path).convert('RGB')
+        w, h = im.size
+        if min(h, w) != scale:
+            nh, nw = (scale, int(round(scale * w / h))) if h <= w else \
+                (int(round(scale * h / w)), scale)
+            if nh < h and nw < w:
+                method = Image.LANCZOS if choose else Image.BICUBIC
+            elif nh > h and nw > w:
+                method = Image.BICUBIC
+            else:
+                method = Image.BILINEAR if choose else Image.BICUBIC
+            im = im.resize((nw, nh), method)
+        a = np.asarray(im, np.float64) / 255.0
+        H, W = a.shape[:2]
+        cy, cx = int(np.ceil((H - scale) / 2.0)), int(np.ceil((W - scale) / 2.0))
+        if not three:
+            corners = [(cy, cx)]
+        elif H > W:
+            corners = [(0, cx), (cy, cx), (H - scale, cx)]
+        else:
+            corners = [(cy, 0), (cy, cx), (cy, W - scale)]
+        crops = [((a[y:y + scale, x:x + scale] - MEAN) / STD).transpose(2, 0, 1)
+                 for y, x in corners]
+        if flip:
+            crops += [c[:, :, ::-1] for c in crops]
+        scores = net(mx.nd.array(np.stack(crops))).asnumpy().astype(np.float64)
+        p = np.exp(scores - scores.max(1, keepdims=True))
+        out.append((p / p.sum(1, keepdims=True)).mean(0))
+    return np.array(out)
+
+
+def direct_errors(probs, labels):
+    top = np.argsort(-probs, axis=1)[:, :5]
+    return (100.0 * np.mean(top[:, 0] != labels),
+            100.0 * np.mean([lab not in row for row, lab in zip(top, labels)]))
+
+
+def read_list(root, split='val'):
+    rows = [line.rstrip('\n').split('\t') for line in open(os.path.join(root, split + '.lst'))]
+    return [os.path.join(root, r[2]) for r in rows], np.array([int(r[1]) for r in rows])
+
+
+@pytest.mark.parametrize('scales, flip, three', [
+    ((40,), False, False),
+    ((56, 40), True, True),
+])
+def test_validation_equals_direct_computation(imagenet, weights, tmp_path, scales, flip, three):
+    cfg = val_config(imagenet, weights, str(tmp_path), test_scales=scales,
+                     test_flipping=flip, test_3crops=three)
+    res = T.validate(cfg)
+    net = iclass.get_model(LABEL, pretrained=weights)
+    paths, labels = read_list(imagenet)
+    per_scale = [direct_probs(net, paths, s, flip, three) for s in scales]
+    combined = np.mean(per_scale, axis=0)
+    top1, top5 = direct_errors(combined, labels)
+    assert res['images'] == len(paths) == 2 * CLASSES
+    assert res['top1_error'] == pytest.approx(top1)
+    assert res['top5_error'] == pytest.approx(top5)
+    for s, probs in zip(scales, per_scale):
+        e1, e5 = direct_errors(probs, labels)
+        assert res['per_scale'][str(s)]['top1_error'] == pytest.approx(e1)
+        assert res['per_scale'][str(s)]['top5_error'] == pytest.approx(e5)
+        cached = np.load(T.cache_path(T.val_save_dir(cfg), s, cfg))['probs']
+        np.testing.assert_allclose(cached, probs, rtol=1e-4, atol=1e-6)
+    # Results and configuration are written beside the caches.
+    save_dir = os.path.join(str(tmp_path), LABEL + '_ep-0001')
+    assert json.load(open(os.path.join(save_dir, 'results.json'))) == \
+        json.loads(json.dumps(res))
+    assert os.path.isfile(os.path.join(save_dir, 'config.yaml'))
+
+
+def test_flip_crops_and_scales_are_averaged(imagenet, weights, tmp_path):
+    """Multi-scale = mean of the single-scale caches; flip = mean of plain and mirrored."""
+    base = dict(test_scales=(40,), test_3crops=True)
+    T.validate(val_config(imagenet, weights, str(tmp_path), **base))
+    T.validate(val_config(imagenet, weights, str(tmp_path), test_flipping=True, **base))
+    cfg = val_config(imagenet, weights, str(tmp_path), **base)
+    save_dir = T.val_save_dir(cfg)
+    plain = np.load(T.cache_path(save_dir, 40, cfg))['probs']
+    cfg.test_flipping = True
+    both = np.load(T.cache_path(save_dir, 40, cfg))['probs']
+    net = iclass.get_model(LABEL, pretrained=weights)
+    paths, _ = read_list(imagenet)
+    flipped_only = []
+    for path in paths:
+        x = np.stack([D.EvalTransform(40, True)(D.read_image(path))])[0][..., ::-1]
+        s = mx.nd.softmax(net(mx.nd.array(x.copy())), axis=1).asnumpy()
+        flipped_only.append(s.mean(0))
+    np.testing.assert_allclose(both, (plain + np.array(flipped_only)) / 2, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(plain.sum(1), 1, rtol=1e-5)
+
+
+def test_cache_skips_finished_scales(imagenet, weights, tmp_path, monkeypatch):
+    out = str(tmp_path)
+    first = T.validate(val_config(imagenet, weights, out, test_scales=(40,),
+                                  cache_dtype='float16'))
+    calls = []
+    real = T.predict_scale
+
+    def counting(net, split_list, scale, *a, **k):
+        calls.append(scale)
+        return real(net, split_list, scale, *a, **k)
+
+    monkeypatch.setattr(T, 'predict_scale', counting)
+    again = T.validate(val_config(imagenet, weights, out, test_scales=(40,),
+                                  cache_dtype='float16'))
+    assert calls == [] and again['top1_error'] == first['top1_error']
+    two = T.validate(val_config(imagenet, weights, out, test_scales=(56, 40)))
+    assert calls == [56]                               # only the new scale is computed
+    assert set(two['per_scale']) == {'40', '56'}
+    cfg = val_config(imagenet, weights, out)
+    with np.load(T.cache_path(T.val_save_dir(cfg), 40, cfg), allow_pickle=False) as f:
+        assert f['probs'].dtype == np.float16
+    # A flipped run has its own cache: nothing is reused wrongly.
+    T.validate(val_config(imagenet, weights, out, test_scales=(40,), test_flipping=True))
+    assert calls == [56, 40]
+    # A cache written for another list is not reused.
+    lst = os.path.join(imagenet, 'val.lst')
+    lines = open(lst).read().splitlines()
+    sub = os.path.join(out, 'sub')
+    os.makedirs(sub)
+    write(os.path.join(sub, 'val.lst'), '\n'.join(
+        l.replace('val/', os.path.join(imagenet, 'val') + '/') for l in lines[:-1]) + '\n')
+    cfg = val_config(sub, weights, out, test_scales=(40,))
+    res = T.validate(cfg)
+    assert calls == [56, 40, 40] and res['images'] == len(lines) - 1
+
+
+# ------------------------------------------------------------------ command line
+
+def test_cli_from_repo_root(imagenet, weights, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    cmd = [sys.executable, 'iclass/ilsvrc.py', '--data-root', imagenet, '--phase', 'val',
+           '--weights', weights, '--split', 'val', '--test-scales', '40', '--test-flipping',
+           '--batch-images', '4', '--output', str(tmp_path), '--no-progress']
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert 'top-1 error' in proc.stdout
+    res = json.load(open(os.path.join(str(tmp_path), LABEL + '_ep-0001', 'results.json')))
+    assert res['flipping'] and res['scales'] == [40]
+
+
+def run_cli_error(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ')
+    return err[0]
+
+
+def test_cli_bad_input_is_one_line(imagenet, weights, tmp_path, capsys):
+    def val_args(root, w=weights):
+        return ['--phase', 'val', '--data-root', root, '--weights', w, '--test-scales', '40',
+                '--output', str(tmp_path), '--no-progress']
+
+    def data_copy(name, edit):
+        root = str(tmp_path / name)
+        os.makedirs(root)
+        lines = open(os.path.join(imagenet, 'val.lst')).read().splitlines()
+        lines = [l.replace('val/', os.path.join(imagenet, 'val') + '/') for l in lines]
+        write(os.path.join(root, 'val.lst'), '\n'.join(edit(lines)) + '\n')
+        return root
+
+    root = data_copy('missing', lambda ls: ls + ['99\t1\t/nowhere/lost.JPEG'])
+    assert '/nowhere/lost.JPEG: image not found' in run_cli_error(capsys, val_args(root))
+    root = data_copy('badclass', lambda ls: ls[:1] + ['1\t%d\t%s' % (CLASSES, ls[1].split('\t')[2])])
+    msg = run_cli_error(capsys, val_args(root))
+    assert 'val.lst line 2: class index %d outside 0..%d' % (CLASSES, CLASSES - 1) in msg
+    root = data_copy('nolabel', lambda ls: ls[:2] + [ls[2].split('\t')[2]])
+    assert 'val.lst line 3: no class index' in run_cli_error(capsys, val_args(root))
+    # Weights of another model (5 classes) under this model's name. (Model A and A1 have
+    # the same parameters, so only their labels tell them apart.)
+    other = iclass.get_model('demo-cls_rna-a1-mini_cls5')
+    wrong = str(tmp_path / (LABEL + '_ep-0002.params'))
+    save_params(other, wrong)
+    msg = run_cli_error(capsys, val_args(imagenet, wrong))
+    assert wrong in msg and 'linear8' in msg
+    # A weights file whose name carries no model label.
+    plain = str(tmp_path / 'weights.params')
+    save_params(other, plain)
+    msg = run_cli_error(capsys, val_args(imagenet, plain))
+    assert plain in msg and '--model' in msg
+    with pytest.raises(SystemExit):
+        cli_main(['--phase', 'val', '--data-root', imagenet, '--test-scales', 'x40'])
+
+
+# ------------------------------------------------------------------------ training
+
+def test_short_training_lowers_loss_and_resumes(tmp_path):
+    root = str(tmp_path / 'data')
+    make_imagenet(root, classes=5, per_class=4)
+    out = str(tmp_path / 'out')
+    label = 'demo-cls_rna-a1-mini_cls5'
+    cfg = T.Config(phase='train', data_root=root, split='train', model=label, output=out,
+                   batch_images=10, crop_size=32, base_lr=0.1, lr_type='linear', to_epoch=6,
+                   stop_epoch=4, progress=False)
+    history = T.train(cfg)
+    losses = [e['loss'] for e in history['epochs']]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0] - 0.1, losses
+    ckpt = os.path.join(out, label + '_ep-0004.params')
+    assert os.path.isfile(ckpt)
+    net = iclass.get_model(label, pretrained=ckpt)          # released format, strict load
+    assert net.fc.weight.shape == (5, 128)
+    # Resume from the checkpoint: epochs 5..6 only, lr continues along the same schedule.
+    cfg2 = T.Config(phase='train', data_root=root, split='train', weights=ckpt, output=out,
+                    batch_images=10, crop_size=32, base_lr=0.1, lr_type='linear', to_epoch=6,
+                    progress=False)
+    history2 = T.train(cfg2)
+    assert [e['epoch'] for e in history2['epochs']] == [1, 2, 3, 4, 5, 6]
+    assert history2['epochs'][:4] == history['epochs']
+    assert os.path.isfile(os.path.join(out, label + '_ep-0006.params'))
+    lrs = [u['lr'] for u in history2['updates']]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * lrs[0] + 1e-6
