@@ -1,0 +1,134 @@
+"""Segmentation training: the bootstrapped softmax loss and :func:`train` (one config in).
+
+The recipe is the authors': BatchNorm statistics frozen (gamma and beta trained), biases
+and betas with lr x2 and no weight decay, SGD with momentum 0.9, new layers Xavier
+(gaussian, fan-in, magnitude 2), the loss keeping the hard pixels of each batch.
+"""
+import os
+
+import mxnet as mx
+import numpy as np
+
+from rn38 import zoo
+from rn38.loader import BatchLoader
+from rn38.parallel import parse_devices
+from rn38.train import (LRSchedule, fit, load_trainer_state, make_trainer, resume_epoch,
+                        save_config, set_lr_wd_mults, setup_logging)
+
+from .datasets import get_dataset_spec, list_samples
+from .transforms import SegTrainDataset, SegTrainTransform
+
+IGNORE_LABEL = 255
+
+
+class BootstrappedSoftmaxLoss:
+    """Softmax cross-entropy over the hard pixels of a batch (the authors' ``ohem_softmax``).
+
+    Pixels labelled ``ignore_label`` never count. Of the others, those whose probability
+    of the true class is ``<= thresh`` are kept; if fewer than ``min_kept``, the
+    ``min_kept`` lowest-probability pixels are kept instead (all valid pixels if fewer).
+    ``__call__(scores (N, C, h, w), label (N, h*w)) -> (loss_sum, kept)``: NDArray
+    scalars; the loss of the batch is ``loss_sum / kept``.
+    """
+
+    def __init__(self, thresh=0.6, min_kept=256, ignore_label=IGNORE_LABEL):
+        self.thresh, self.min_kept, self.ignore_label = thresh, min_kept, ignore_label
+
+    def keep_mask(self, prob_true, valid):
+        """Float mask (same shape) of the pixels to keep; ``prob_true`` numpy float."""
+        valid = valid.astype(bool)
+        keep = valid & (prob_true <= self.thresh)
+        n_valid = int(valid.sum())
+        if keep.sum() < min(self.min_kept, n_valid):
+            kth = np.partition(prob_true[valid], self.min_kept - 1)[self.min_kept - 1] \
+                if n_valid > self.min_kept else np.inf
+            keep = valid & (prob_true <= max(kth, self.thresh))
+        return keep.astype(np.float32)
+
+    def __call__(self, scores, label):
+        n, c = scores.shape[:2]
+        log_prob = mx.nd.log_softmax(scores.reshape((n, c, -1)), axis=1)
+        label = label.reshape((n, -1))
+        valid = label != self.ignore_label
+        log_prob_true = mx.nd.pick(log_prob, mx.nd.where(valid, label, mx.nd.zeros_like(label)),
+                                   axis=1)
+        keep = self.keep_mask(mx.nd.exp(log_prob_true).asnumpy(), valid.asnumpy())
+        keep = mx.nd.array(keep, ctx=scores.context)
+        return -(log_prob_true * keep).sum(), keep.sum()
+
+
+def pixel_accuracy(scores, label, ignore_label=IGNORE_LABEL):
+    """``(correct, counted)`` pixels of ``scores (N, C, h, w)`` against ``label (N, h*w)``."""
+    pred = scores.argmax(axis=1).reshape((scores.shape[0], -1)).asnumpy()
+    label = label.reshape((scores.shape[0], -1)).asnumpy()
+    valid = label != ignore_label
+    return int(((pred == label) & valid).sum()), int(valid.sum())
+
+
+def train(cfg, logger=None):
+    """Train ``cfg.model`` on ``cfg.data_root``/``cfg.split``; see issegm.cli for options.
+
+    Returns the history dict of :func:`rn38.train.fit`.
+    """
+    spec_model = zoo.parse_label(cfg.model)
+    spec = get_dataset_spec(cfg.dataset)
+    if spec_model.classes != spec.classes:
+        raise ValueError('model %s has %d classes but dataset %s has %d'
+                         % (cfg.model, spec_model.classes, spec.name, spec.classes))
+    os.makedirs(cfg.output, exist_ok=True)
+    logger = logger or setup_logging(cfg.log_file, cfg.debug)
+    save_config(cfg, os.path.join(cfg.output, '%s_train_config.yaml' % cfg.model))
+    ctx = parse_devices(cfg.gpus)
+    if cfg.batch_images % len(ctx):
+        raise ValueError('--batch-images %d does not split evenly over %d devices'
+                         % (cfg.batch_images, len(ctx)))
+
+    transform = SegTrainTransform(cfg.crop_size, spec_model.feat_stride, cfg.origin_size,
+                                  cfg.scale_rate_range)
+    samples = list_samples(spec, cfg.data_root, cfg.split)
+    dataset = SegTrainDataset(spec, samples, transform, cache_images=cfg.cache_images)
+    loader = BatchLoader(dataset, cfg.batch_images, shuffle=True, seed=cfg.seed,
+                         workers=cfg.prefetch_threads, mode=cfg.prefetcher)
+    logger.info('%d training images from %s (%s), %d batches of %d per epoch, crop %d',
+                len(dataset), cfg.data_root, cfg.split, len(loader), cfg.batch_images,
+                transform.crop_size)
+
+    if cfg.seed is not None:
+        mx.random.seed(cfg.seed)
+    net = zoo.get_model(cfg.model, 'segmentation', pretrained=cfg.weights, ctx=ctx,
+                        freeze_bn=True)
+    if net.load_report is not None:
+        r = net.load_report
+        logger.info('weights %s: %d arrays loaded, %d initialised anew (%s), %d ignored (%s)',
+                    cfg.weights, len(r['loaded']), len(r['skipped']),
+                    ', '.join(r['skipped']) or '-', len(r['ignored']),
+                    ', '.join(r['ignored']) or '-')
+    set_lr_wd_mults(net, double_bias_lr=True)
+    if cfg.hybridize:
+        net.hybridize(static_alloc=True, static_shape=True)
+
+    from_epoch = cfg.from_epoch if cfg.from_epoch is not None \
+        else resume_epoch(cfg.weights, cfg.model)
+    trainer = make_trainer(net, 'sgd', {'learning_rate': cfg.base_lr, 'momentum': 0.9,
+                                        'wd': cfg.weight_decay}, cfg.kvstore, len(ctx))
+    if from_epoch > 0:
+        load_trainer_state(trainer, cfg.weights, logger)
+    updates = len(loader)
+    schedule = LRSchedule(cfg.lr_type, cfg.base_lr, total_updates=cfg.to_epoch * updates,
+                          step_updates=[e * updates for e in cfg.lr_steps])
+    stop_epoch = cfg.stop_epoch or cfg.to_epoch
+    if from_epoch >= stop_epoch:
+        logger.info('nothing to do: epoch %d reached (stop epoch %d)', from_epoch, stop_epoch)
+        return {'updates': [], 'epochs': []}
+    logger.info('epochs %d -> %d of %d, lr %s from %g, devices %s, kvstore %s%s',
+                from_epoch, stop_epoch, cfg.to_epoch, cfg.lr_type, cfg.base_lr, ctx,
+                cfg.kvstore, ', recomputing segments in backward' if cfg.backward_do_mirror
+                else '')
+    criterion = BootstrappedSoftmaxLoss()
+    try:
+        return fit(net, loader, trainer, ctx, criterion, pixel_accuracy, schedule,
+                   label=cfg.model, out_dir=cfg.output, from_epoch=from_epoch,
+                   stop_epoch=stop_epoch, mirror=cfg.backward_do_mirror, logger=logger,
+                   on_epoch_end=getattr(cfg, 'on_epoch_end', None), progress=cfg.progress)
+    finally:
+        loader.close()
