@@ -1,4 +1,5 @@
 """Segmentation data: dataset specs, listing, reading, the training transform, the loader."""
+import importlib.util
 import os
 
 import cv2
@@ -8,6 +9,19 @@ from PIL import Image
 
 from issegm.datasets import (DATASET_NAMES, DataError, get_dataset_spec, list_samples,
                              read_image, read_label)
+from issegm.transforms import (CropParams, SegTrainDataset, SegTrainTransform,
+                               canvas_reference_transform, crop_window_range,
+                               nearest_source_index)
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts')
+
+
+def load_script(name):
+    """Imports ``scripts/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(SCRIPTS, name + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -247,3 +261,177 @@ def test_read_errors_start_with_the_path(tmp_path):
         read_label(spec, colour)
     for message in (str(err.value),):
         assert '\n' not in message
+
+
+# ----------------------------------------------------------------------------- transform
+
+
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+
+
+def normalized(rgb_uint8):
+    """(H, W, 3) uint8 -> (3, H, W) float32 the way the transform normalises."""
+    return ((rgb_uint8 / 255.0 - MEAN) / STD).astype(np.float32).transpose(2, 0, 1)
+
+
+def test_crop_window_range_numbers():
+    # Cityscapes at scale 1: window = crop, border d0 = stride/2 = 4
+    assert crop_window_range((1024, 2048), 2048, 504, 8) == (504, (-4, 521), (-4, 1545))
+    # shrink by 0.7: rate = 1433/2048, window int(504/rate) = 720, d0 = int(11.43 // 2) = 5;
+    # the last top row keeps the window inside the image: 1024 - 720 = 304
+    assert crop_window_range((1024, 2048), 1433, 504, 8) == (720, (-5, 305), (-5, 1329))
+    # a small image inside a large window only moves within one stride cell (16 px here)
+    assert crop_window_range((100, 200), 100, 504, 8) == (1008, (-8, 8), (-8, 8))
+
+
+def test_nearest_index_matches_pillow():
+    for window, crop in ((720, 504), (389, 504), (57, 24)):
+        row = (np.arange(window) % 256).astype(np.uint8)[None]
+        pil = np.asarray(Image.fromarray(row).resize((crop, 1), Image.NEAREST))[0]
+        np.testing.assert_array_equal(nearest_source_index(window, crop) % 256, pil)
+
+
+def test_transform_shapes_and_crop_divisible_by_stride():
+    t = SegTrainTransform(30, 8, 64, (0.5, 1.5), rng=np.random.default_rng(0))
+    assert t.crop_size == 32 and t.label_size == 4
+    data, label = t(np.zeros((48, 64, 3), np.uint8), np.zeros((48, 64), np.uint8))
+    assert data.shape == (3, 32, 32) and data.dtype == np.float32 and data.flags.c_contiguous
+    assert label.shape == (16,) and label.dtype == np.float32
+
+
+def test_transform_labels_at_cell_centres_and_pixels_unscaled():
+    # scale 1 (target = longer side): no resampling, so every output value is predictable
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:40, :64]
+    label = ((yy // 4) * 16 + xx // 4).astype(np.uint8)  # a distinct id per 4x4 block
+    t = SegTrainTransform(32, 8, 64, (1.0, 1.0))
+    data, out = t.apply(image, label, CropParams(64, 32, 3, 20, False))
+    np.testing.assert_array_equal(data, normalized(image[3:35, 20:52]))
+    rows, cols = 3 + 4 + 8 * np.arange(4), 20 + 4 + 8 * np.arange(4)
+    np.testing.assert_array_equal(out.reshape(4, 4), label[np.ix_(rows, cols)])
+    # window starting above/left of the image: mean-coloured padding, labels 255
+    data, out = t.apply(image, label, CropParams(64, 32, -4, -4, False))
+    pad = normalized(np.floor(MEAN * 255).astype(np.uint8)[None, None])[:, 0, 0]
+    np.testing.assert_array_equal(data[:, :4, :4], np.broadcast_to(pad[:, None, None], (3, 4, 4)))
+    np.testing.assert_array_equal(data[:, 4:, 4:], normalized(image[:28, :28]))
+    np.testing.assert_array_equal(out.reshape(4, 4), label[np.ix_(8 * np.arange(4),
+                                                                  8 * np.arange(4))])
+
+
+def test_transform_pads_small_images_like_the_original():
+    # image 20x40 rescaled to longer side 64 (rate 1.6): window int(64/1.6) = 40 > 20 rows
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    label = rng.integers(0, 19, (20, 40), dtype=np.uint8)
+    t = SegTrainTransform(64, 8, 64, (1.0, 1.0))
+    window, (top_lo, top_hi), _ = crop_window_range((20, 40), 64, 64, 8)
+    assert window == 40 and (top_lo, top_hi) == (-2, 3)
+    data, out = t.apply(image, label, CropParams(64, 40, 0, 0, False))
+    out = out.reshape(8, 8)
+    assert (out[4:] == 255).all()  # rows 20..39 of the window are padding
+    assert (out[:3] != 255).all()
+    pad = normalized(np.floor(MEAN * 255).astype(np.uint8)[None, None])[:, 0, 0]
+    np.testing.assert_allclose(data[:, -8:, :], np.broadcast_to(pad[:, None, None], (3, 8, 64)),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize('shape', [(96, 192), (30, 50), (200, 120)])
+def test_transform_equals_canvas_algorithm(shape):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    label = rng.integers(0, 19, shape, dtype=np.uint8)
+    t = SegTrainTransform(48, 8, 192, (0.7, 1.3), rng=rng)
+    for _ in range(12):
+        params = t.sample_params(shape)
+        data, out = t.apply(image, label, params)
+        ref_data, ref_out = canvas_reference_transform(t, image, label, params, (200, 200))
+        np.testing.assert_array_equal(data, ref_data)
+        np.testing.assert_array_equal(out, ref_out)
+
+
+def test_flip_consistency():
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    label = rng.integers(0, 19, (64, 96), dtype=np.uint8)
+    t = SegTrainTransform(32, 8, 96, (0.8, 1.2))
+    params = CropParams(80, 38, 5, 17, False)
+    data, out = t.apply(image, label, params)
+    fdata, fout = t.apply(image, label, params._replace(flip=True))
+    np.testing.assert_array_equal(fdata, data[:, :, ::-1])
+    np.testing.assert_array_equal(fout.reshape(4, 4), out.reshape(4, 4)[:, ::-1])
+    assert not np.array_equal(fdata, data)
+
+
+def test_scale_range_and_window_respected():
+    t = SegTrainTransform(64, 8, 100, (0.5, 1.5))
+    rng = np.random.default_rng(5)
+    draws = [t.sample_params((60, 100), rng) for _ in range(2000)]
+    targets = np.array([d.target_long_side for d in draws])
+    assert targets.min() == 50 and targets.max() == 150  # inclusive integer range
+    assert abs(targets.mean() - 100) < 2.0 and abs(targets.std() - 101 / np.sqrt(12)) < 1.5
+    for d in draws[:200]:
+        window, (t0, t1), (l0, l1) = crop_window_range((60, 100), d.target_long_side, 64, 8)
+        assert d.window == window == int(64 / (d.target_long_side / 100.0))
+        assert t0 <= d.top < t1 and l0 <= d.left < l1
+    assert 0.4 < np.mean([d.flip for d in draws]) < 0.6
+
+
+def test_transform_deterministic_given_rng():
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, (50, 80, 3), dtype=np.uint8)
+    label = rng.integers(0, 19, (50, 80), dtype=np.uint8)
+    t = SegTrainTransform(32, 8, 80, (0.7, 1.3))
+    a = t(image, label, np.random.default_rng(7))
+    b = t(image, label, np.random.default_rng(7))
+    c = t(image, label, np.random.default_rng(8))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_crop_too_large_is_a_clear_error():
+    with pytest.raises(ValueError, match='crop 512 .* larger than the largest rescaled image '
+                                         'side 260'):
+        SegTrainTransform(510, 8, 200, (0.7, 1.3))
+
+
+# ----------------------------------------------------------------------------- dataset
+
+def demo_samples(root, **kwargs):
+    load_script('make_demo_data').make_demo_dataset(root, **dict(dict(seed=0, train=4, val=0, height=48, width=96), **kwargs))
+    return list_samples(get_dataset_spec('cityscapes'), root, 'train')
+
+
+def test_seg_train_dataset_reads_and_transforms(tmp_path):
+    spec = get_dataset_spec('cityscapes')
+    samples = demo_samples(str(tmp_path))
+    t = SegTrainTransform(32, 8, 96, (0.7, 1.3))
+    for cache in (False, True):
+        ds = SegTrainDataset(spec, samples, t, cache_images=cache)
+        assert len(ds) == 4
+        data, label = ds.__getitem__(1, np.random.default_rng(0))
+        assert data.shape == (3, 32, 32) and label.shape == (16,)
+        assert set(np.unique(label)) <= set(range(19)) | {255}
+        image, train_ids = ds.read(1)
+        raw = np.asarray(Image.open(samples[1][1]))
+        np.testing.assert_array_equal(train_ids, spec.label_to_train[raw])
+        np.testing.assert_array_equal(image, read_image(samples[1][0]))
+    assert len(ds._cache) == 2  # image + label of sample 1
+
+
+def test_seg_train_dataset_errors(tmp_path):
+    spec = get_dataset_spec('cityscapes')
+    samples = demo_samples(str(tmp_path))
+    t = SegTrainTransform(32, 8, 96)
+    missing = samples[2][1] + '.gone'
+    with pytest.raises(DataError, match='^%s: label file not found' % missing):
+        SegTrainDataset(spec, samples[:2] + [(samples[2][0], missing)], t)
+    with pytest.raises(DataError, match='^%s: training sample has no label' % samples[0][0]):
+        SegTrainDataset(spec, [(samples[0][0], None)], t)
+    write_png(samples[3][1], np.full((40, 96), 7, np.uint8))  # wrong size
+    ds = SegTrainDataset(spec, samples, t)
+    with pytest.raises(DataError) as err:
+        ds.__getitem__(3, np.random.default_rng(0))
+    assert str(err.value) == '%s: label is 40x96 but image is 48x96' % samples[3][1]
