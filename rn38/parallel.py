@@ -251,10 +251,19 @@ def plan_segments(units, data_shape, grad_factor=2.0):
     return [list(units[starts[k]:starts[k + 1]]) for k in range(len(bounds))]
 
 
+class _PlanCache:
+    """Per-network cache of segment plans, keyed by input shape (an object, not a dict,
+    so that Gluon does not take it for an unregistered container of Blocks)."""
+
+    def __init__(self):
+        self.plans = {}
+
+
 def _resolve_segments(net, units, segments, data_shape):
     """Segments as a list of lists of units (see :func:`forward_backward`)."""
     if segments is None:
-        cache = vars(net).setdefault('_rn38_segment_plans', {})
+        holder = vars(net).setdefault('_rn38_segment_plans', _PlanCache())
+        cache = holder.plans
         key = (tuple(data_shape), tuple(id(u) for u in units))
         if key not in cache:
             cache[key] = plan_segments(units, data_shape)
@@ -303,7 +312,9 @@ def forward_backward(net, data_list, label_list, loss_fn, mirror=False, segments
     to plain backward. Dropout units are re-seeded (``mx.random.seed(s, ctx)``, ``s``
     drawn from MXNet's CPU generator) before each run, in both modes, so that the
     recomputation uses the masks of the first forward; BatchNorm layers in training mode
-    get their running statistics restored after the recomputation (updated once).
+    get their running statistics saved before the first forward and restored before the
+    recomputation, so that they are updated exactly once whether the backend updates them
+    in the forward (cuDNN) or in the backward (MXNet 1.9 CPU/MKLDNN).
 
     Returns ``(loss_total, count_total, outputs)``: floats summed over devices, and the
     per-device scores (detached).
@@ -372,8 +383,8 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
         bounds, saved = [x], []
         with autograd.train_mode():
             for s, seg in enumerate(segs[:-1]):
-                bounds.append(_run(seg, bounds[-1], seeds[d], ctx))
                 saved.append(_snapshot_bn(bns[s], ctx) if bns[s] else None)
+                bounds.append(_run(seg, bounds[-1], seeds[d], ctx))
         last_in = bounds[-1]
         if len(segs) > 1:
             last_in.attach_grad()
@@ -394,12 +405,12 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
             x = bounds[s]
             if s > 0:
                 x.attach_grad()
+            if saved[s] is not None:
+                _restore_bn(bns[s], saved[s], ctx)
             with autograd.record():
                 y = _run(segs[s], x, seeds[d], ctx)
             autograd.backward(y, head_grads=grad)
             del y, grad
-            if saved[s] is not None:
-                _restore_bn(bns[s], saved[s], ctx)
         bounds.clear()
     loss_total = float(sum(l.asscalar() for l in losses))
     return loss_total, total, [o.detach() for o in outputs]

@@ -1,0 +1,313 @@
+"""rn38.parallel: segment recomputation, several devices, kvstore settings.
+
+Tolerances: gradients with recomputation vs without, float32, ``rtol=1e-4, atol=1e-6``
+(in practice they are bitwise equal on CPU: the same ops run on the same inputs).
+One device with the whole batch vs two CPU contexts: ``rtol=1e-4, atol=1e-6`` on the
+gradients and ``rtol=1e-5, atol=1e-6`` on the updated weights (summation order differs).
+"""
+import itertools
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon
+
+import iclass
+import issegm
+from rn38 import parallel as P
+
+SEG = 'cityscapes_rna-a1-mini_cls19_s8'
+CLS = 'ilsvrc-cls_rna-a1-mini_cls1000'
+RTOL, ATOL = 1e-4, 1e-6
+
+
+def seg_loss(scores, label):
+    """Summed softmax CE over pixels with label >= 0; count = number of such pixels.
+
+    scores ``(N, C, h, w)``, label ``(N, h, w)`` float (-1 = ignore).
+    """
+    flat = scores.transpose((0, 2, 3, 1)).reshape((-1, scores.shape[1]))
+    lab = label.reshape((-1,))
+    valid = lab >= 0
+    logp = mx.nd.log_softmax(flat)
+    picked = mx.nd.pick(logp, mx.nd.maximum(lab, 0), axis=1)
+    return -(picked * valid).sum(), valid.sum()
+
+
+def cls_loss(scores, label):
+    """Summed softmax CE of samples with label >= 0 and their number. ``(N, C)``, ``(N,)``."""
+    valid = label >= 0
+    picked = mx.nd.pick(mx.nd.log_softmax(scores), mx.nd.maximum(label, 0), axis=1)
+    return -(picked * valid).sum(), valid.sum()
+
+
+def trainable(net):
+    return {k: p for k, p in net.collect_params().items() if p.grad_req != 'null'}
+
+
+def running(net):
+    return {k: p for k, p in net.collect_params().items() if p.grad_req == 'null'}
+
+
+def grads(net, ctx=None):
+    return {k: p.grad(ctx).asnumpy().copy() for k, p in trainable(net).items()}
+
+
+def values(params, ctx=None):
+    return {k: p.data(ctx).asnumpy().copy() for k, p in params.items()}
+
+
+def assert_all_close(a, b, rtol=RTOL, atol=ATOL):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def max_rel_diff(a, b):
+    return max(np.abs(a[k] - b[k]).max() / (np.abs(b[k]).max() + 1e-12) for k in a)
+
+
+def seg_net(hybridize=False):
+    mx.random.seed(11)
+    net = issegm.get_model(SEG, freeze_bn=True)
+    if hybridize:
+        net.hybridize()
+    return net
+
+
+def seg_batch(n=2, size=48):
+    rs = np.random.RandomState(3)
+    x = mx.nd.array(rs.standard_normal((n, 3, size, size)))
+    out = -(-size // 8)
+    y = mx.nd.array(rs.randint(-1, 19, (n, out, out)))
+    return x, y
+
+
+def cls_net(hybridize=False, freeze_bn=False):
+    mx.random.seed(12)
+    net = iclass.get_model(CLS, freeze_bn=freeze_bn)
+    if hybridize:
+        net.hybridize()
+    return net
+
+
+def cls_batch(n=4, size=32):
+    rs = np.random.RandomState(4)
+    x = mx.nd.array(rs.standard_normal((n, 3, size, size)))
+    y = mx.nd.array(rs.randint(0, 1000, (n,)))
+    return x, y
+
+
+def run(net, x, y, loss_fn, seed, **kw):
+    mx.random.seed(seed)
+    loss, count, outs = P.forward_backward(net, [x], [y], loss_fn, **kw)
+    return loss, count, outs, grads(net)
+
+
+# --------------------------------------------------------------------------- segments
+
+
+@pytest.mark.parametrize('task', ['seg', 'cls'])
+def test_units_compose_to_the_network_and_partition_its_parameters(task):
+    net = seg_net() if task == 'seg' else cls_net()
+    x = seg_batch()[0] if task == 'seg' else cls_batch()[0]
+    units = P.stage_segments(net)
+    y = x
+    for u in units:
+        y = u(y)
+    np.testing.assert_array_equal(y.asnumpy(), net(x).asnumpy())
+    owners = {}
+    for i, u in enumerate(units):
+        for name in u.collect_params():
+            assert name not in owners, '%s in two units' % name
+            owners[name] = i
+    assert set(owners) == set(net.collect_params())
+    # a plain block exposes no segments: forward_backward falls back to plain backward
+    dense = gluon.nn.Dense(3, in_units=4)
+    dense.initialize()
+    assert P.stage_segments(dense) is None
+    loss, count, _ = P.forward_backward(
+        dense, [mx.nd.ones((2, 4))], [mx.nd.array([0, 1])], cls_loss, mirror=True)
+    assert count == 2 and dense.weight.grad().abs().sum().asscalar() > 0
+
+
+def test_plan_is_optimal_for_its_memory_model():
+    net = seg_net()
+    units = P.stage_segments(net)
+    shape = (1, 3, 64, 64)
+    costs = P.unit_costs(units, shape)
+    plan = P.plan_segments(units, shape)
+    starts = np.cumsum([0] + [len(s) for s in plan])[:-1].tolist()
+    assert [u for s in plan for u in s] == units
+    peak = P.plan_peak(costs, starts)
+    best = min(P.plan_peak(costs, [0] + list(c))
+               for r in range(len(units))
+               for c in itertools.combinations(range(1, len(units)), r))
+    assert peak == pytest.approx(best)
+    plain = 2.0 * sum(c[1] for c in costs)
+    assert peak < 0.5 * plain
+    assert 1 < len(plan) < len(units)
+
+
+# ------------------------------------------------------------------------ recomputation
+
+
+@pytest.mark.parametrize('hybridize', [False, True])
+def test_mirror_gradients_equal_plain_fcn_with_dropout(hybridize):
+    """Segmentation net: dropout active (levels 6, 7), BatchNorm frozen."""
+    net = seg_net(hybridize)
+    assert any(P._has_dropout(u) for u in P.stage_segments(net))
+    x, y = seg_batch()
+    loss0, count0, out0, g0 = run(net, x, y, seg_loss, 5, mirror=False)
+    for segments in (None, 2, len(P.stage_segments(net))):
+        loss, count, out, g = run(net, x, y, seg_loss, 5, mirror=True, segments=segments)
+        assert count == count0 and loss == pytest.approx(loss0, rel=1e-6)
+        np.testing.assert_allclose(out[0].asnumpy(), out0[0].asnumpy(), rtol=RTOL, atol=ATOL)
+        assert_all_close(g, g0)
+    # the masks matter: another draw gives gradients far outside the tolerance, so a
+    # recomputation with other masks than the first forward would fail the checks above
+    _, _, _, g_other = run(net, x, y, seg_loss, 6, mirror=True)
+    assert max_rel_diff(g_other, g0) > 1e-2
+
+
+@pytest.mark.parametrize('hybridize', [False, True])
+def test_mirror_gradients_and_running_stats_equal_plain_classifier_bn_training(hybridize):
+    """Classifier: BatchNorm in training mode; running statistics updated exactly once."""
+    x, y = cls_batch()
+    results = []
+    for mirror, segments in ((False, None), (True, None), (True, 3)):
+        net = cls_net(hybridize)
+        before = values(running(net))
+        loss, count, out, g = run(net, x, y, cls_loss, 5, mirror=mirror, segments=segments)
+        results.append((loss, count, g, values(running(net)), before))
+    loss0, count0, g0, stats0, before = results[0]
+    assert count0 == 4
+    assert max(np.abs(stats0[k] - before[k]).max() for k in stats0) > 1e-3
+    for loss, count, g, stats, _ in results[1:]:
+        assert count == count0 and loss == pytest.approx(loss0, rel=1e-6)
+        assert_all_close(g, g0)
+        assert_all_close(stats, stats0)
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def test_parse_devices():
+    assert P.parse_devices('') == [mx.cpu()]
+    assert P.parse_devices('cpu') == [mx.cpu()]
+    assert P.parse_devices('0,1') == [mx.gpu(0), mx.gpu(1)]
+    assert P.parse_devices('cpu:2') == [mx.cpu(0), mx.cpu(1)]
+    assert P.parse_devices('cpu0,cpu1') == [mx.cpu(0), mx.cpu(1)]
+    assert P.parse_devices('gpu:2') == [mx.gpu(0), mx.gpu(1)]
+    for bad in ('x', 'cpu:0', '0,0', 'gpu-1'):
+        with pytest.raises(ValueError):
+            P.parse_devices(bad)
+
+
+def test_split_batch():
+    ctx = [mx.cpu(0), mx.cpu(1), mx.cpu(2)]
+    data = np.arange(7 * 2, dtype=np.float32).reshape(7, 2)
+    label = np.arange(7, dtype=np.float32)
+    xs, ys = P.split_batch(data, label, ctx)
+    assert [x.shape[0] for x in xs] == [3, 2, 2]
+    assert [x.context for x in xs] == ctx and [y.context for y in ys] == ctx
+    np.testing.assert_array_equal(np.concatenate([x.asnumpy() for x in xs]), data)
+    np.testing.assert_array_equal(np.concatenate([y.asnumpy() for y in ys]), label)
+    xs, ys = P.split_batch(mx.nd.array(data[:4]), None, ctx[:2])
+    assert [x.shape[0] for x in xs] == [2, 2] and ys == [None, None]
+    with pytest.raises(ValueError, match='smaller than'):
+        P.split_batch(data[:2], label[:2], ctx)
+
+
+@pytest.mark.parametrize('kvstore', ['local', 'device'])
+@pytest.mark.parametrize('mirror', [False, True])
+def test_two_cpu_devices_give_the_update_of_one_device(kvstore, mirror):
+    """Frozen-BN classifier; one ignored label so the slices have different counts (1 and
+    2): a per-device mean instead of the global normalisation would fail."""
+    x, y = cls_batch(4)
+    y[1] = -1
+    results = []
+    for ctx in ([mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]):
+        net = cls_net(freeze_bn=True)
+        net.collect_params().reset_ctx(ctx)
+        store, update_on_kvstore = P.make_kvstore(kvstore, len(ctx))
+        assert (store is None) == (len(ctx) == 1)
+        trainer = gluon.Trainer(trainable(net), 'sgd',
+                                {'learning_rate': 0.5, 'momentum': 0.9, 'wd': 1e-4},
+                                kvstore=store, update_on_kvstore=update_on_kvstore)
+        xs, ys = P.split_batch(x, y, ctx)
+        loss, count, outs = P.forward_backward(net, xs, ys, cls_loss, mirror=mirror)
+        assert count == 3 and len(outs) == len(ctx)
+        g = {k: sum(p.grad(c).asnumpy() for c in ctx) for k, p in trainable(net).items()}
+        trainer.step(1)
+        results.append((loss, g, [values(trainable(net), c) for c in ctx], values(
+            trainable(net), ctx[0])))
+    (loss1, g1, _, w1), (loss2, g2, w2_all, _) = results
+    assert loss2 == pytest.approx(loss1, rel=1e-5)
+    assert_all_close(g2, g1)
+    before = values(trainable(cls_net(freeze_bn=True)))
+    assert max(np.abs(w1[k] - before[k]).max() for k in w1) > 1e-3   # the step did move
+    for w in w2_all:
+        assert_all_close(w, w1, rtol=1e-5, atol=1e-6)
+
+
+def test_make_kvstore():
+    assert tuple(P.make_kvstore('device', 1)) == (None, None)
+    store, update_on_kvstore = P.make_kvstore('local', 2)
+    assert store.type == 'local' and update_on_kvstore is False
+    with pytest.raises(ValueError, match='unknown kvstore'):
+        P.make_kvstore('nccl2', 2)
+    assert P.step_scale(None) == 1 and P.worker_info(store) == (0, 1)
+
+
+class ForwardUpdatingBN(gluon.nn.BatchNorm):
+    """BatchNorm that updates its running statistics in the forward pass (as cuDNN does),
+    not in the backward (as MXNet 1.9 on CPU does). Not hybridizable; for the test below."""
+
+    def hybrid_forward(self, F, x, gamma, beta, running_mean, running_var):
+        if autograd.is_training():
+            with autograd.pause():
+                m = self._kwargs['momentum']
+                mean = x.mean(axis=(0, 2, 3))
+                var = (x * x).mean(axis=(0, 2, 3)) - mean * mean
+                running_mean[:] = m * running_mean + (1 - m) * mean
+                running_var[:] = m * running_var + (1 - m) * var
+        # the op's own (backward-time) update goes to throw-away copies
+        return F.BatchNorm(x, gamma, beta, running_mean.copy(), running_var.copy(),
+                           name='fwd', **self._kwargs)
+
+
+class TinyNet(gluon.HybridBlock):
+    """``features.stages`` + ``head`` like ResNet38FCN: (N, 3, H, W) -> (N, 4, H, W)."""
+
+    def __init__(self, bn_class):
+        super().__init__(prefix='tiny_')
+        with self.name_scope():
+            self.features = gluon.nn.HybridSequential()
+            with self.features.name_scope():
+                self.features.stages = gluon.nn.HybridSequential()
+            for c_in, c in ((3, 8), (8, 8), (8, 8)):
+                self.features.stages.add(gluon.nn.Conv2D(c, 3, padding=1, in_channels=c_in),
+                                         bn_class(in_channels=c))
+            self.head = gluon.nn.Conv2D(4, 1, in_channels=8)
+
+    def hybrid_forward(self, F, x):
+        return self.head(self.features.stages(x))
+
+
+@pytest.mark.parametrize('bn_class', [gluon.nn.BatchNorm, ForwardUpdatingBN])
+def test_running_stats_updated_once_whether_forward_or_backward_updates_them(bn_class):
+    x = seg_batch(2, 8)[0]
+    y = mx.nd.array(np.random.RandomState(0).randint(0, 4, (2, 8, 8)))
+    stats, grads_ = [], []
+    for mirror in (False, True):
+        mx.random.seed(3)
+        net = TinyNet(bn_class)
+        net.initialize(mx.init.Xavier())
+        before = values(running(net))
+        P.forward_backward(net, [x], [y], seg_loss, mirror=mirror, segments=3)
+        stats.append(values(running(net)))
+        grads_.append(grads(net))
+    assert max(np.abs(stats[0][k] - before[k]).max() for k in before) > 1e-3
+    assert_all_close(stats[1], stats[0])
+    assert_all_close(grads_[1], grads_[0])
