@@ -1,0 +1,744 @@
+"""Segmentation inference and evaluation: the authors' test protocol and a few extensions.
+
+The authors' single-scale protocol (ademxapp ``issegm/voc.py``, ``_val_impl`` and
+``interp_preds_as``; their network ends with a softmax, so everything after the network
+works on class PROBABILITIES), for an RGB image of ``H0 x W0`` pixels, test scale L,
+feature stride s and T = ``test_steps``:
+
+1. Resize the image so that its longer side is L, the other side
+   ``round(L * shorter / longer)`` (numpy rounding); no resize when the longer side is
+   already L. The PIL filter follows their ``get_interp_method`` (enabled in their
+   entry): LANCZOS ("ANTIALIAS") when both sides shrink, BICUBIC when both grow, BILINEAR
+   otherwise. Result: ``h x w``.
+2. Normalise: ``(pixel / 255 - mean) / std`` with the ImageNet mean/std.
+3. Padding: the network input is ``ceil(h/s)*s x ceil(w/s)*s`` (their Cityscapes setting,
+   ``pad_mode='stride'``) or a square ``ceil(L/s)*s`` (their VOC/ADE20K setting,
+   ``pad_mode='scale'``); the image sits at the top-left, the rest is 0 (= the mean
+   colour after normalisation).
+4. Half-stride offset and ``test_steps``: the image is first put at offset ``s//2`` in a
+   zero canvas of ``(h+s) x (w+s)``; with ``p = s/T`` (T must divide s), pass ``(i, j)``
+   (``0 <= i, j < T``) copies the ``h x w`` window of that canvas starting at
+   ``(p//2 + i*p, p//2 + j*p)`` into the top-left of the input. For T = 1 the two offsets
+   cancel and the input is the image itself; for T > 1 pass (i, j) sees the image shifted
+   by ``p//2 + i*p - s//2`` rows and ``p//2 + j*p - s//2`` columns (e.g. s=8, T=2: -2 and
+   +2 pixels). The ``(h/s, w/s)`` output of pass (i, j) fills the rows ``i::T`` and
+   columns ``j::T`` of a finer ``(T*h/s, T*w/s)`` map, i.e. a map of stride p.
+5. Flipping (``flip=True``): each pass also runs the horizontally flipped input (the
+   whole padded input is flipped, so its padding moves to the left) and the flipped-back
+   output is averaged with the plain one, in probability.
+6. Back to the image: each class map is resized with PIL BICUBIC by the factor p (to the
+   padded input size), cropped to ``h x w``, then resized to ``H0 x W0`` with the filter
+   of step 1's rule (BICUBIC when the image was shrunk for the network); argmax gives the
+   train ids. They wrote the ids mapped to raw label ids as a PNG with the colour map as
+   its palette, and a "correct" map: 255 where the ground truth is not a valid label,
+   127 where the prediction equals it, 0 elsewhere.
+
+Beyond the original (their code asserts a single scale):
+
+* Several scales: each scale goes through steps 1-6 and the ``(C, H0, W0)``
+  probabilities are averaged over the scales.
+* Sliding window: a network input larger than ``max_input_pixels`` is cut into tiles.
+  Tile cores (``tile_size``) and margins (``tile_margin``) are multiples of s and each
+  window is clipped to the padded input; only the core's output cells are kept. This is
+  EXACT (same numbers as the whole input, up to float rounding) when the margin covers
+  the network's receptive-field radius r (sum over the convolutions on the longest path
+  of ``dilation * (kernel//2) * input stride``, see :func:`receptive_radius`): then no
+  kept cell depends on anything outside its window, the windows start on multiples of
+  s so the strided sampling grid is the same, and a window that touches the input's
+  border keeps the same zero padding there. For the released A1 s8 nets r = 470 px
+  (the mini s8 nets: 318 px), so exact tiling needs windows of the core + 2 x 472 px; a
+  smaller margin is allowed and gives an approximation near the tile borders.
+
+Everything here is plain functions and classes; the entries do the argument parsing.
+"""
+import io
+import json
+import logging
+import math
+import os
+import time
+
+import cv2
+import mxnet as mx
+import numpy as np
+from PIL import Image
+
+from .datasets import DataError, read_image, read_label
+from .metrics import ConfusionMatrix, atomic_write_bytes
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_RESAMPLING = getattr(Image, 'Resampling', Image)
+BICUBIC = _RESAMPLING.BICUBIC
+BILINEAR = _RESAMPLING.BILINEAR
+LANCZOS = _RESAMPLING.LANCZOS
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def make_divisible(value, divisor):
+    """Smallest multiple of ``divisor`` that is >= ``value``."""
+    return int(math.ceil(float(value) / divisor) * divisor)
+
+
+def scaled_size(height, width, scale):
+    """``(h, w)`` with the longer side equal to ``scale`` (None: unchanged), as the authors."""
+    if scale is None or max(height, width) == scale:
+        return height, width
+    if width >= height:
+        return int(np.round(1.0 * scale * height / width)), int(scale)
+    return int(scale), int(np.round(1.0 * scale * width / height))
+
+
+def interp_method(src_hw, dst_hw):
+    """The authors' filter choice: LANCZOS if both sides shrink, BICUBIC if both grow,
+    BILINEAR otherwise (PIL constants)."""
+    (h0, w0), (h1, w1) = src_hw, dst_hw
+    if h1 < h0 and w1 < w0:
+        return LANCZOS
+    if h1 > h0 and w1 > w0:
+        return BICUBIC
+    return BILINEAR
+
+
+def resize_image(image, size_hw):
+    """``uint8 (H, W, 3)`` -> ``uint8 (h, w, 3)`` with PIL and :func:`interp_method`."""
+    h, w = size_hw
+    if image.shape[:2] == (h, w):
+        return image
+    method = interp_method(image.shape[:2], (h, w))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), method))
+
+
+def resize_maps(maps, size_hw, method=BICUBIC):
+    """``float32 (C, h, w)`` -> ``float32 (C, H, W)``, each map resized by PIL (mode F)."""
+    h, w = size_hw
+    if maps.shape[1:] == (h, w):
+        return maps
+    out = np.empty((maps.shape[0], h, w), np.float32)
+    for c in range(maps.shape[0]):
+        pil = Image.fromarray(np.ascontiguousarray(maps[c], np.float32))
+        out[c] = np.asarray(pil.resize((w, h), method))
+    return out
+
+
+def _layer_geometry(layer):
+    """(kernel, stride, dilation) of a Conv2D or pooling block along one axis, else None."""
+    kw = getattr(layer, '_kwargs', None)
+    if not isinstance(kw, dict) or 'kernel' not in kw:
+        return None
+    if kw.get('global_pool'):
+        return None
+    kernel = kw['kernel'][0] if isinstance(kw['kernel'], (tuple, list)) else kw['kernel']
+    stride = kw.get('stride', 1)
+    stride = stride[0] if isinstance(stride, (tuple, list)) else stride
+    dilate = kw.get('dilate', 1)
+    dilate = dilate[0] if isinstance(dilate, (tuple, list)) else dilate
+    return int(kernel), int(stride or 1), int(dilate or 1)
+
+
+def receptive_radius(net):
+    """Receptive-field radius in input pixels of a feed-forward conv network.
+
+    Walks the blocks in order and sums ``dilation * (kernel - 1) / 2 * input stride`` over
+    the convolutions and poolings. In a residual block only the main branch (``.convs``)
+    is followed: the 1x1 shortcut reaches no further. A network can state its own value as
+    ``net.receptive_radius``. Returns an int, or None if the network has no convolution.
+    """
+    if hasattr(net, 'receptive_radius') and not callable(net.receptive_radius):
+        return int(net.receptive_radius)
+    state = {'radius': 0.0, 'stride': 1, 'found': False}
+
+    def walk(block):
+        geom = _layer_geometry(block)
+        if geom is not None:
+            kernel, stride, dilate = geom
+            state['radius'] += dilate * (kernel - 1) / 2.0 * state['stride']
+            state['stride'] *= stride
+            state['found'] = True
+            return
+        convs = getattr(block, 'convs', None)
+        if convs is not None and hasattr(block, 'shortcut'):  # rn38.net.ResBlock
+            walk(convs)
+            return
+        for child in block._children.values():
+            walk(child)
+
+    walk(net)
+    return int(math.ceil(state['radius'])) if state['found'] else None
+
+
+# ----------------------------------------------------------------------------- predictor
+
+class SegPredictor:
+    """Class probabilities of a segmentation network for images of any size.
+
+    net: a Gluon block, ``(1, 3, H, W)`` float32 -> pre-softmax scores
+        ``(1, C, H/s, W/s)`` for H, W multiples of s (``net.feat_stride``,
+        ``net.classes`` give s and C unless passed).
+    ctx: a context or list (the first one runs the network).
+    mean, std: per-channel RGB normalisation of ``pixel / 255``.
+    scales: test scales (length of the longer side, pixels); None in the list means the
+        image's own size. Several scales are averaged in probability.
+    flip: also run the mirrored input and average (in probability).
+    test_steps: T, shifted passes per axis giving a map of stride s/T (T divides s).
+    pad_mode: ``'stride'`` (input padded to multiples of s) or ``'scale'`` (a square of
+        the test scale, rounded up to s), see the module docstring.
+    max_input_pixels: network inputs with more pixels are tiled (None: never tile).
+    tile_size: core size of a tile, pixels (int or (h, w)), rounded down to s.
+    tile_margin: context added on each side of a core, pixels, rounded up to s; None =
+        :func:`receptive_radius` of the net (exact tiling).
+
+    ``timings`` accumulates seconds: ``network`` (forward + softmax + copy to host) and
+    ``resize`` (image and probability resizing, interleaving); ``reset_timings()`` clears.
+    """
+
+    PAD_MODES = ('stride', 'scale')
+
+    def __init__(self, net, ctx=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, scales=(None,),
+                 flip=False, test_steps=1, pad_mode='stride', max_input_pixels=None,
+                 tile_size=512, tile_margin=None, feat_stride=None, num_classes=None):
+        self.net = net
+        ctx = ctx if ctx is not None else mx.cpu()
+        self.ctx = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
+        self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
+        self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
+        scales = (scales,) if scales is None or np.isscalar(scales) else tuple(scales)
+        if not scales:
+            raise ValueError('no test scale given')
+        for sc in scales:
+            if sc is not None and int(sc) < 1:
+                raise ValueError('test scale must be a positive length, got %r' % (sc,))
+        self.scales = tuple(None if sc is None else int(sc) for sc in scales)
+        self.flip = bool(flip)
+        self.feat_stride = int(feat_stride or net.feat_stride)
+        self.num_classes = int(num_classes or net.classes)
+        self.test_steps = int(test_steps)
+        if self.test_steps < 1 or self.feat_stride % self.test_steps:
+            raise ValueError('test_steps must divide the feature stride %d, got %r'
+                             % (self.feat_stride, test_steps))
+        if pad_mode not in self.PAD_MODES:
+            raise ValueError('unknown pad mode %r; valid: %s'
+                             % (pad_mode, ', '.join(self.PAD_MODES)))
+        self.pad_mode = pad_mode
+        s = self.feat_stride
+        self.max_input_pixels = None if max_input_pixels is None else int(max_input_pixels)
+        th, tw = (tile_size, tile_size) if np.isscalar(tile_size) else tile_size
+        self.tile_size = (max(s, int(th) // s * s), max(s, int(tw) // s * s))
+        self._tile_margin = tile_margin
+        self.timings = {}
+        self.reset_timings()
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def reset_timings(self):
+        self.timings = {'network': 0.0, 'resize': 0.0, 'forwards': 0}
+
+    @property
+    def tile_margin(self):
+        """Margin of the tiles in pixels (a multiple of the stride)."""
+        margin = self._tile_margin
+        if margin is None:
+            margin = receptive_radius(self.net)
+            if margin is None:
+                raise ValueError('cannot find the receptive field of %s; pass tile_margin'
+                                 % type(self.net).__name__)
+        return make_divisible(int(margin), self.feat_stride)
+
+    def describe(self):
+        """The protocol settings, JSON-ready."""
+        return {'scales': list(self.scales), 'flip': self.flip,
+                'test_steps': self.test_steps, 'pad_mode': self.pad_mode,
+                'feat_stride': self.feat_stride, 'classes': self.num_classes,
+                'mean': self.mean.ravel().tolist(), 'std': self.std.ravel().tolist(),
+                'max_input_pixels': self.max_input_pixels,
+                'tile_size': list(self.tile_size) if self.max_input_pixels else None}
+
+    # -- network -------------------------------------------------------------------------
+    def _run(self, x):
+        """``float32 (3, H, W)``, H and W multiples of s -> probabilities ``(C, H/s, W/s)``."""
+        start = time.perf_counter()
+        data = mx.nd.array(x[np.newaxis], ctx=self.ctx[0])
+        out = mx.nd.softmax(self.net(data), axis=1)[0].asnumpy()
+        self.timings['network'] += time.perf_counter() - start
+        self.timings['forwards'] += 1
+        s = self.feat_stride
+        expected = (self.num_classes, x.shape[1] // s, x.shape[2] // s)
+        if out.shape != expected:
+            raise ValueError('network output %s for input %s, expected %s (stride %d)'
+                             % (out.shape, x.shape, expected, s))
+        return out
+
+    def forward_probs(self, x):
+        """Probabilities of one padded input ``float32 (3, H, W)`` -> ``(C, H/s, W/s)``,
+        tiled when ``H * W > max_input_pixels``."""
+        _, h, w = x.shape
+        if self.max_input_pixels is None or h * w <= self.max_input_pixels:
+            return self._run(x)
+        s = self.feat_stride
+        margin = self.tile_margin
+        th, tw = self.tile_size
+        out = np.empty((self.num_classes, h // s, w // s), np.float32)
+        for y0 in range(0, h, th):
+            y1 = min(h, y0 + th)
+            wy0, wy1 = max(0, y0 - margin), min(h, y1 + margin)
+            for x0 in range(0, w, tw):
+                x1 = min(w, x0 + tw)
+                wx0, wx1 = max(0, x0 - margin), min(w, x1 + margin)
+                probs = self._run(x[:, wy0:wy1, wx0:wx1])
+                out[:, y0 // s:y1 // s, x0 // s:x1 // s] = \
+                    probs[:, (y0 - wy0) // s:(y1 - wy0) // s, (x0 - wx0) // s:(x1 - wx0) // s]
+        return out
+
+    def _forward_flip(self, x):
+        probs = self.forward_probs(x)
+        if self.flip:
+            mirrored = self.forward_probs(np.ascontiguousarray(x[:, :, ::-1]))
+            probs = 0.5 * (probs + mirrored[:, :, ::-1])
+        return probs
+
+    def input_size(self, h, w, scale):
+        """Padded network input ``(H, W)`` for an ``h x w`` resized image."""
+        s = self.feat_stride
+        if self.pad_mode == 'scale':
+            side = make_divisible(max(h, w) if scale is None else max(scale, h, w), s)
+            return side, side
+        return make_divisible(h, s), make_divisible(w, s)
+
+    def fine_probs(self, image, scale=None):
+        """Steps 3-5 of the protocol on a normalised image ``float32 (h, w, 3)``.
+
+        Returns ``float32 (C, T*H/s, T*W/s)``: probabilities on the grid of stride s/T of
+        the padded input ``(H, W) = input_size(h, w, scale)``.
+        """
+        h, w = image.shape[:2]
+        s, steps = self.feat_stride, self.test_steps
+        in_h, in_w = self.input_size(h, w, scale)
+        pred_stride = s // steps
+        canvas = np.zeros((3, h + s, w + s), np.float32)
+        canvas[:, s // 2:s // 2 + h, s // 2:s // 2 + w] = image.transpose(2, 0, 1)
+        offsets = pred_stride // 2 + np.arange(steps) * pred_stride
+        fine = np.empty((self.num_classes, in_h // s * steps, in_w // s * steps), np.float32)
+        for ix in range(steps):
+            for iy in range(steps):
+                x = np.zeros((3, in_h, in_w), np.float32)
+                oy, ox = offsets[iy], offsets[ix]
+                x[:, :h, :w] = canvas[:, oy:oy + h, ox:ox + w]
+                fine[:, iy::steps, ix::steps] = self._forward_flip(x)
+        return fine
+
+    def normalize(self, image):
+        """``uint8 (h, w, 3)`` RGB -> ``float32 (h, w, 3)`` ``(pixel/255 - mean) / std``."""
+        return (image.astype(np.float32) * np.float32(1.0 / 255) - self.mean) / self.std
+
+    def probs_for_scale(self, image, scale):
+        """Steps 1-6 for one scale: ``uint8 (H0, W0, 3)`` -> ``float32 (C, H0, W0)``."""
+        h0, w0 = image.shape[:2]
+        start = time.perf_counter()
+        h, w = scaled_size(h0, w0, scale)
+        resized = self.normalize(resize_image(image, (h, w)))
+        self.timings['resize'] += time.perf_counter() - start
+        fine = self.fine_probs(resized, scale)
+        start = time.perf_counter()
+        pred_stride = self.feat_stride // self.test_steps
+        up = resize_maps(fine, (fine.shape[1] * pred_stride, fine.shape[2] * pred_stride),
+                         BICUBIC)[:, :h, :w]
+        if (h, w) != (h0, w0):
+            up = resize_maps(np.ascontiguousarray(up), (h0, w0),
+                             interp_method((h, w), (h0, w0)))
+        self.timings['resize'] += time.perf_counter() - start
+        return np.ascontiguousarray(up)
+
+    def predict_probs(self, image):
+        """``uint8 (H, W, 3)`` RGB -> ``float32 (C, H, W)`` class probabilities (the mean
+        over the test scales; each pixel's values sum to 1 up to float rounding, and
+        bicubic resizing can overshoot [0, 1] slightly)."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError('expected a uint8 (H, W, 3) RGB image, got %s %s'
+                             % (image.dtype, image.shape))
+        total = None
+        for scale in self.scales:
+            probs = self.probs_for_scale(image, scale)
+            if total is None:
+                total = probs
+            else:
+                total += probs
+        if len(self.scales) > 1:
+            total /= len(self.scales)
+        return total
+
+    def predict(self, image):
+        """``uint8 (H, W, 3)`` -> ``uint8 (H, W)`` train ids (argmax of the probabilities)."""
+        return self.predict_probs(image).argmax(0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _encode_png(array):
+    ok, buf = cv2.imencode('.png', array)
+    if not ok:
+        raise IOError('PNG encoding failed')
+    return buf.tobytes()
+
+
+def write_label_png(path, label_ids):
+    """``uint8 (H, W)`` label ids -> a single-channel 8-bit PNG (atomic write)."""
+    atomic_write_bytes(path, _encode_png(np.ascontiguousarray(label_ids, np.uint8)))
+
+
+def write_rgb_png(path, rgb):
+    """``uint8 (H, W, 3)`` RGB -> PNG (atomic write)."""
+    atomic_write_bytes(path, _encode_png(cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8),
+                                                      cv2.COLOR_RGB2BGR)))
+
+
+def write_json(obj, path):
+    """JSON (sorted keys, NaN-free) through a temporary file and an atomic rename."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False)
+                              + '\n').encode('utf-8'))
+
+
+def correct_map(pred, gt, ignore_label=255):
+    """The authors' "correct" picture: ``uint8 (H, W)``, 255 where the ground truth is
+    ignored, 127 where the prediction is right, 0 where it is wrong."""
+    out = np.where(pred == gt, 127, 0).astype(np.uint8)
+    out[gt == ignore_label] = 255
+    return out
+
+
+def overlay(image, color, alpha=0.5):
+    """Blend ``uint8 (H, W, 3)`` image and colour map: ``(1-alpha)*image + alpha*color``."""
+    mixed = (1.0 - alpha) * image.astype(np.float32) + alpha * color.astype(np.float32)
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
+def plot_class_iou(class_iou, class_names, path, title=''):
+    """Horizontal bar chart of per-class IoU (percent) as a PNG; NaN classes shown empty."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    values = np.nan_to_num(np.asarray(class_iou, np.float64) * 100, nan=0.0)
+    fig = Figure(figsize=(7, 1.0 + 0.22 * len(class_names)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ypos = np.arange(len(class_names))
+    ax.barh(ypos, values, color='tab:blue')
+    ax.set_yticks(ypos)
+    ax.set_yticklabels(class_names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel('IoU (%)')
+    valid = np.asarray(class_iou, np.float64)
+    valid = valid[~np.isnan(valid)]
+    miou = 100 * valid.mean() if valid.size else float('nan')
+    ax.axvline(miou, color='tab:red', lw=1)
+    ax.set_title('%s mIoU %.2f%%' % (title, miou) if title else 'mIoU %.2f%%' % miou)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_confusion(matrix, class_names, path, title=''):
+    """Row-normalised confusion matrix (ground truth rows, predictions columns) as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    matrix = np.asarray(matrix, np.float64)
+    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    n = len(class_names)
+    side = min(30.0, 2.5 + 0.3 * n)
+    fig = Figure(figsize=(side, side))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap='viridis')
+    ax.set_xticks(np.arange(n))
+    ax.set_yticks(np.arange(n))
+    fontsize = 7 if n <= 40 else 4
+    ax.set_xticklabels(class_names, rotation=90, fontsize=fontsize)
+    ax.set_yticklabels(class_names, fontsize=fontsize)
+    ax.set_xlabel('prediction')
+    ax.set_ylabel('ground truth')
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def sample_name(image_path):
+    """Output stem of a sample: the image file name without extension (for Cityscapes
+    ``<city>_<seq>_<frame>_leftImg8bit``, the name the official evaluation matches)."""
+    return os.path.splitext(os.path.basename(image_path))[0]
+
+
+def output_paths(out_dir, name):
+    """Where :func:`evaluate` writes the files of sample ``name``.
+
+    ``labels/<name>.png`` raw label ids (the official format), ``color/<name>.png``
+    palette colours, ``correct/<name>.png`` the authors' correct map,
+    ``probs/<name>.npz`` float16 probabilities, ``counts/<name>.npz`` the image's
+    confusion counts (written last: its presence marks the image done).
+    """
+    return {'label': os.path.join(out_dir, 'labels', name + '.png'),
+            'color': os.path.join(out_dir, 'color', name + '.png'),
+            'correct': os.path.join(out_dir, 'correct', name + '.png'),
+            'probs': os.path.join(out_dir, 'probs', name + '.npz'),
+            'counts': os.path.join(out_dir, 'counts', name + '.npz')}
+
+
+def _npz_bytes(**arrays):
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _read_counts(path, num_classes):
+    """(counts (C, C) int64, has_gt) of a finished image, or None if the file is unusable."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            counts, has_gt = f['counts'], bool(f['has_gt'])
+    except Exception:  # a damaged record: the image is simply done again
+        return None
+    if counts.shape != (num_classes, num_classes):
+        return None
+    return counts.astype(np.int64), has_gt
+
+
+def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predictions=False,
+             progress=True, resume=True, plots=True, logger=None, title=''):
+    """Segment ``samples``, write the results and score them against the ground truth.
+
+    predictor: anything with ``predict_probs(uint8 (H, W, 3)) -> float32 (C, H, W)``
+        (e.g. :class:`SegPredictor`), C = ``spec.classes``.
+    spec: :class:`issegm.datasets.DatasetSpec`.
+    samples: ``[(image_path, label_path or None), ...]`` (``datasets.list_samples``).
+    out_dir: output folder, see :func:`output_paths` for the per-image files; also
+        ``confusion.npz`` (:class:`ConfusionMatrix` state), ``summary.json`` (written
+        atomically), ``class_iou.png`` and ``confusion.png`` (with ground truth).
+    save_results: write the label-id, colour and correct PNGs.
+    save_predictions: write the probabilities as float16 ``.npz`` (key ``probs``).
+    resume: skip images whose ``counts`` record exists (and whose requested outputs
+        exist); their stored counts are added, so totals equal an uninterrupted run.
+
+    Memory stays constant: one image at a time, the confusion counts are accumulated.
+    Returns the summary dict (also in ``summary.json``) plus ``'timing'``,
+    ``'resumed'`` and ``'computed'`` (not written to the summary, which is deterministic).
+    Bad input raises :class:`DataError` naming the file.
+    """
+    from tqdm import tqdm
+    logger = logger or logging.getLogger(__name__)
+    samples = list(samples)
+    if not samples:
+        raise DataError('%s: no samples to evaluate (empty split)' % out_dir)
+    names = [sample_name(image) for image, _ in samples]
+    seen = {}
+    for (image, _), name in zip(samples, names):
+        if name in seen:
+            raise DataError('%s: same output name %r as %s' % (image, name, seen[name]))
+        seen[name] = image
+    os.makedirs(out_dir, exist_ok=True)
+
+    cm = ConfusionMatrix(spec.classes, spec.ignore_label)
+    with_gt = resumed = computed = 0
+    timing = {'read': 0.0, 'predict': 0.0, 'argmax': 0.0, 'score': 0.0, 'write': 0.0}
+    bar = tqdm(total=len(samples), unit='img', disable=not progress, dynamic_ncols=True)
+    try:
+        for (image_path, label_path), name in zip(samples, names):
+            paths = output_paths(out_dir, name)
+            wanted = []
+            if save_results:
+                wanted += ['label', 'color'] + (['correct'] if label_path else [])
+            if save_predictions:
+                wanted.append('probs')
+            record = None
+            if resume and os.path.isfile(paths['counts']) and \
+                    all(os.path.isfile(paths[k]) for k in wanted):
+                record = _read_counts(paths['counts'], spec.classes)
+            if record is not None:
+                counts, has_gt = record
+                cm.add_counts(counts)
+                with_gt += has_gt
+                resumed += 1
+            else:
+                t0 = time.perf_counter()
+                image = read_image(image_path)
+                gt = read_label(spec, label_path, image.shape) if label_path else None
+                t1 = time.perf_counter()
+                probs = predictor.predict_probs(image)
+                if probs.shape != (spec.classes,) + image.shape[:2]:
+                    raise ValueError('%s: predictor returned %s, expected %s'
+                                     % (image_path, probs.shape,
+                                        (spec.classes,) + image.shape[:2]))
+                t2 = time.perf_counter()
+                pred = probs.argmax(0).astype(np.uint8)
+                t3 = time.perf_counter()
+                if gt is not None:
+                    counts = cm.update(pred, gt)
+                    with_gt += 1
+                else:
+                    counts = np.zeros((spec.classes, spec.classes), np.int64)
+                t4 = time.perf_counter()
+                if save_results:
+                    write_label_png(paths['label'], spec.train_to_label[pred])
+                    write_rgb_png(paths['color'], spec.palette[pred])
+                    if gt is not None:
+                        write_label_png(paths['correct'], correct_map(pred, gt,
+                                                                      spec.ignore_label))
+                if save_predictions:
+                    atomic_write_bytes(paths['probs'], _npz_bytes(
+                        probs=probs.astype(np.float16)))
+                atomic_write_bytes(paths['counts'], _npz_bytes(
+                    counts=counts, has_gt=np.array(gt is not None)))
+                t5 = time.perf_counter()
+                for key, dt in (('read', t1 - t0), ('predict', t2 - t1), ('argmax', t3 - t2),
+                                ('score', t4 - t3), ('write', t5 - t4)):
+                    timing[key] += dt
+                computed += 1
+            bar.update(1)
+            if with_gt:
+                bar.set_postfix(mIoU='%.2f%%' % (100 * cm.mean_iou()), refresh=False)
+    finally:
+        bar.close()
+
+    summary = {'dataset': spec.name, 'images': len(samples), 'images_with_gt': with_gt}
+    if hasattr(predictor, 'describe'):
+        summary['protocol'] = predictor.describe()
+    if with_gt:
+        summary.update(cm.to_dict(spec.class_names))
+        cm.save(os.path.join(out_dir, 'confusion.npz'))
+        logger.info('%d images, pixel acc %.2f%%, mean class acc %.2f%%, mean IoU %.2f%%',
+                    with_gt, 100 * cm.pixel_accuracy(), 100 * cm.mean_class_accuracy(),
+                    100 * cm.mean_iou())
+        logger.info('per-class scores:\n%s', cm.table(spec.class_names))
+        if plots:
+            plot_class_iou(cm.class_iou(), spec.class_names,
+                           os.path.join(out_dir, 'class_iou.png'), title)
+            plot_confusion(cm.matrix, spec.class_names,
+                           os.path.join(out_dir, 'confusion.png'), title)
+    write_json(summary, os.path.join(out_dir, 'summary.json'))
+    if hasattr(predictor, 'timings'):
+        timing['network'] = predictor.timings.get('network', 0.0)
+        timing['resize'] = predictor.timings.get('resize', 0.0)
+    logger.info('%d images computed, %d resumed; seconds: %s', computed, resumed,
+                ', '.join('%s %.2f' % kv for kv in sorted(timing.items())))
+    result = dict(summary)
+    result.update(timing=timing, resumed=resumed, computed=computed)
+    return result
+
+
+# ----------------------------------------------------------------------------- official
+
+def official_cityscapes_eval(result_dir, gt_root, split='val', export_file=None):
+    """Score label-id PNGs with ``cityscapesscripts``' pixel-level evaluation.
+
+    result_dir: folder searched (recursively) for one ``<city>_<seq>_<frame>*.png`` per
+        ground-truth file, holding raw label ids (:func:`evaluate`'s ``labels/``).
+    gt_root: the Cityscapes root holding ``gtFine/<split>/<city>/*_gtFine_labelIds.png``
+        and the matching ``*_gtFine_instanceIds.png`` (needed for the iIoU).
+    export_file: if given, their full JSON result is written there.
+
+    Their module keeps its settings in a module-level object; a separate settings object
+    is built here and passed to their functions, and no environment variable is read or
+    set. Their error exits become a :class:`DataError`.
+    Returns ``{'class_iou', 'class_iiou', 'category_iou', 'category_iiou'}`` (dicts name
+    -> value in [0, 1], None for NaN, evaluated classes only) and ``'mean_iou'``,
+    ``'mean_iiou'``, ``'mean_category_iou'``, ``'mean_category_iiou'``.
+    """
+    import contextlib
+    import glob
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as csev
+    from cityscapesscripts.helpers.labels import labels as cs_labels
+
+    gt_files = sorted(glob.glob(os.path.join(gt_root, 'gtFine', split, '*',
+                                             '*_gtFine_labelIds.png')))
+    if not gt_files:
+        raise DataError('%s: no gtFine/%s/<city>/*_gtFine_labelIds.png files'
+                        % (gt_root, split))
+    if not os.path.isdir(result_dir):
+        raise DataError('%s: result folder not found' % result_dir)
+    args = csev.CArgs()
+    args.cityscapesPath = gt_root
+    args.exportFile = export_file
+    args.groundTruthSearch = os.path.join(gt_root, 'gtFine', split, '*',
+                                          '*_gtFine_labelIds.png')
+    args.evalInstLevelScore = True
+    args.evalPixelAccuracy = False
+    args.evalLabels = []
+    args.printRow = 5
+    args.normalized = True
+    args.colorized = False
+    args.bold = ''
+    args.nocol = ''
+    args.JSONOutput = export_file is not None
+    args.quiet = True
+    args.avgClassSize = dict(csev.args.avgClassSize)
+    args.predictionPath = result_dir
+    args.predictionWalk = None
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            predictions = [csev.getPrediction(args, gt) for gt in gt_files]
+            result = csev.evaluateImgLists(predictions, gt_files, args)
+    except SystemExit:
+        lines = [ln for ln in captured.getvalue().splitlines() if ln.strip()]
+        raise DataError('%s: cityscapesscripts evaluation failed: %s'
+                        % (result_dir, lines[-1] if lines else 'exit')) from None
+
+    def clean(value):
+        return None if value is None or math.isnan(value) else float(value)
+
+    evaluated = [lab.name for lab in cs_labels if lab.id >= 0 and not lab.ignoreInEval]
+    with_instances = [lab.name for lab in cs_labels
+                      if lab.id >= 0 and not lab.ignoreInEval and lab.hasInstances]
+    categories = [c for c, v in result['categoryScores'].items() if not math.isnan(v)]
+    return {
+        'class_iou': {n: clean(result['classScores'][n]) for n in evaluated},
+        'class_iiou': {n: clean(result['classInstScores'][n]) for n in with_instances},
+        'category_iou': {c: clean(result['categoryScores'][c]) for c in categories},
+        'category_iiou': {c: clean(v) for c, v in result['categoryInstScores'].items()
+                          if not math.isnan(v)},
+        'mean_iou': clean(result['averageScoreClasses']),
+        'mean_iiou': clean(result['averageScoreInstClasses']),
+        'mean_category_iou': clean(result['averageScoreCategories']),
+        'mean_category_iiou': clean(result['averageScoreInstCategories']),
+    }
+
+
+# ----------------------------------------------------------------------------- inference
+
+def segment_images(predictor, spec, image_paths, out_dir, names=None, alpha=0.5,
+                   progress=True, logger=None):
+    """Segment images without ground truth; for each name writes ``labels/<name>.png``
+    (raw label ids), ``color/<name>.png`` (palette) and ``overlay/<name>.png`` (the
+    image blended with the colours, weight ``alpha``).
+
+    names: output names (may contain ``/`` for sub-folders); default the file stems.
+    Returns ``[(image_path, label_png_path), ...]``. Unreadable images raise DataError.
+    """
+    from tqdm import tqdm
+    logger = logger or logging.getLogger(__name__)
+    image_paths = list(image_paths)
+    if not image_paths:
+        raise DataError('%s: no images to segment' % out_dir)
+    names = [sample_name(p) for p in image_paths] if names is None else list(names)
+    if len(set(names)) != len(names):
+        raise DataError('%s: several inputs share an output name' % out_dir)
+    written = []
+    for path, name in tqdm(list(zip(image_paths, names)), unit='img', disable=not progress,
+                           dynamic_ncols=True):
+        image = read_image(path)
+        pred = predictor.predict_probs(image).argmax(0).astype(np.uint8)
+        color = spec.palette[pred]
+        label_path = os.path.join(out_dir, 'labels', name + '.png')
+        write_label_png(label_path, spec.train_to_label[pred])
+        write_rgb_png(os.path.join(out_dir, 'color', name + '.png'), color)
+        write_rgb_png(os.path.join(out_dir, 'overlay', name + '.png'),
+                      overlay(image, color, alpha))
+        written.append((path, label_path))
+    logger.info('segmented %d images into %s', len(written), out_dir)
+    return written
