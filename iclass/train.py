@@ -265,7 +265,12 @@ def _forward_probs(net, batch, devices):
     """Softmax probabilities of a numpy batch ``(n, 3, s, s)``, split over ``devices``."""
     from rn38.parallel import split_batch
     data_list, _ = split_batch(batch, np.zeros(len(batch), np.float32), devices)
-    outs = [mx.nd.softmax(net(x), axis=1).asnumpy() for x in data_list]
+    try:
+        outs = [mx.nd.softmax(net(x), axis=1).asnumpy() for x in data_list]
+    except mx.base.MXNetError as err:
+        first = [l for l in str(err).splitlines() if l.strip()][0]
+        raise ValueError('the network cannot run on %dx%d crops: %s'
+                         % (batch.shape[2], batch.shape[3], first)) from None
     return np.concatenate(outs, axis=0)
 
 

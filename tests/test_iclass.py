@@ -463,6 +463,18 @@ def test_short_training_lowers_loss_and_resumes(tmp_path):
     assert os.path.isfile(ckpt)
     net = iclass.get_model(label, pretrained=ckpt)          # released format, strict load
     assert net.fc.weight.shape == (5, 128)
+    # The optimizer state saved beside it: the authors' optimizer and hyper-parameters,
+    # momentum buffers for every trained parameter.
+    import pickle
+    with open(ckpt[:-len('.params')] + '.states', 'rb') as f:
+        states, optimizer = pickle.loads(f.read())
+    assert type(optimizer).__name__ == 'TorchNesterov'
+    assert (optimizer.momentum, optimizer.wd) == (0.9, 0.0001)
+    names = list(net.collect_params().keys())
+    trained = [n for n in names if not n.endswith(('running_mean', 'running_var'))]
+    assert len(states) == len(trained)
+    assert all(s is not None and s.shape in {p.shape for p in net.collect_params().values()}
+               for s in states.values())
     # Resume from the checkpoint: epochs 5..6 only, lr continues along the same schedule.
     cfg2 = T.Config(phase='train', data_root=root, split='train', weights=ckpt, output=out,
                     batch_images=10, crop_size=32, base_lr=0.1, lr_type='linear', to_epoch=6,
@@ -473,3 +485,84 @@ def test_short_training_lowers_loss_and_resumes(tmp_path):
     assert os.path.isfile(os.path.join(out, label + '_ep-0006.params'))
     lrs = [u['lr'] for u in history2['updates']]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * lrs[0] + 1e-6
+
+
+def test_validation_on_two_devices_matches_one(imagenet, weights, tmp_path):
+    one = val_config(imagenet, weights, str(tmp_path / 'one'), test_scales=(40,),
+                     test_3crops=True)
+    two = val_config(imagenet, weights, str(tmp_path / 'two'), test_scales=(40,),
+                     test_3crops=True, gpus='cpu:2', prefetch_threads=2, prefetcher='process')
+    r1, r2 = T.validate(one), T.validate(two)
+    assert (r1['top1_error'], r1['top5_error']) == (r2['top1_error'], r2['top5_error'])
+    p1 = np.load(T.cache_path(T.val_save_dir(one), 40, one))['probs']
+    p2 = np.load(T.cache_path(T.val_save_dir(two), 40, two))['probs']
+    np.testing.assert_allclose(p1, p2, rtol=1e-5, atol=1e-7)
+
+
+def test_training_on_two_devices_with_mirror(tmp_path):
+    root = str(tmp_path / 'data')
+    make_imagenet(root, classes=5, per_class=2)
+    out = str(tmp_path / 'out')
+    label = 'demo-cls_rna-a1-mini_cls5'
+    cfg = T.Config(phase='train', data_root=root, split='train', model=label, output=out,
+                   batch_images=4, crop_size=32, base_lr=0.05, lr_type='step', lr_steps=(1,),
+                   to_epoch=1, gpus='cpu:2', backward_do_mirror=True, progress=False)
+    history = T.train(cfg)
+    lrs = [u['lr'] for u in history['updates']]
+    assert lrs == pytest.approx([0.05, 0.005])          # 10 images, batches of 4: 2 updates
+    assert np.isfinite(history['epochs'][0]['loss'])
+    ckpt = os.path.join(out, label + '_ep-0001.params')
+    net = iclass.get_model(label, pretrained=ckpt)
+    assert os.path.isfile(ckpt[:-len('.params')] + '.states')
+    assert np.isfinite(net.fc.weight.data().asnumpy()).all()
+
+
+def test_pool_style_reaches_model_a(imagenet, tmp_path):
+    """--pool-top-infer-style picks Model A's max-pool padding (caffe = the default).
+    Caffe pools (3x3/2, pad 0, floor) need >= 64 pixels for the five pools of Model A."""
+    label = 'demo-cls_rna-a-mini_cls%d' % CLASSES
+    mx.random.seed(5)
+    path = str(tmp_path / (label + '_ep-0003.params'))
+    save_params(iclass.get_model(label), path)
+    probs = {}
+    for style in (None, 'caffe', 'same'):
+        cfg = val_config(imagenet, path, str(tmp_path), test_scales=(64,),
+                         pool_top_infer_style=style)
+        T.validate(cfg)
+        probs[style] = np.load(T.cache_path(T.val_save_dir(cfg), 64, cfg))['probs']
+    np.testing.assert_array_equal(probs[None], probs['caffe'])
+    assert np.abs(probs['same'] - probs['caffe']).max() > 1e-4
+    paths, _ = read_list(imagenet)
+    net = iclass.get_model(label, pretrained=path, pool_style='same')
+    np.testing.assert_allclose(probs['same'], direct_probs(net, paths, 64, False, False),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_finetune_from_other_classifier_loads_backbone(tmp_path):
+    root = str(tmp_path / 'data')
+    make_imagenet(root, classes=5, per_class=2)
+    mx.random.seed(9)
+    source = iclass.get_model('ilsvrc-cls_rna-a1-mini_cls1000')
+    pre = str(tmp_path / 'ilsvrc-cls_rna-a1-mini_cls1000_ep-0007.params')
+    save_params(source, pre)
+    label = 'demo-cls_rna-a1-mini_cls5'
+    cfg = T.Config(phase='train', data_root=root, split='train', model=label, weights=pre,
+                   output=str(tmp_path / 'out'), batch_images=5, crop_size=32, base_lr=0.0,
+                   to_epoch=1, progress=False)
+    history = T.train(cfg)
+    assert [e['epoch'] for e in history['epochs']] == [1]      # a new model starts at 0
+    tuned = mx.nd.load(os.path.join(str(tmp_path / 'out'), label + '_ep-0001.params'))
+    orig = mx.nd.load(pre)
+    # lr 0: the backbone is the pre-trained one; the new 5-way head is initialised.
+    np.testing.assert_array_equal(tuned['arg:res4b1_branch2a_weight'].asnumpy(),
+                                  orig['arg:res4b1_branch2a_weight'].asnumpy())
+    assert tuned['arg:linear5_weight'].shape == (5, 128) and 'arg:linear1000_weight' not in tuned
+
+
+def test_too_small_scale_is_a_clear_error(imagenet, tmp_path, capsys):
+    label = 'demo-cls_rna-a-mini_cls%d' % CLASSES
+    path = str(tmp_path / (label + '_ep-0001.params'))
+    save_params(iclass.get_model(label), path)
+    msg = run_cli_error(capsys, ['--phase', 'val', '--data-root', imagenet, '--weights', path,
+                                 '--test-scales', '32', '--no-progress'])
+    assert 'cannot run on 32x32 crops' in msg
