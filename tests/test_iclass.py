@@ -142,20 +142,25 @@ def test_resize_shorter_and_crops():
     np.testing.assert_allclose(out[2], want, rtol=1e-5, atol=1e-5)
 
 
-def test_random_sized_crop_ranges():
-    im = np.zeros((100, 120, 3), np.uint8)
-    im[:, :, 0] = np.arange(120)[None, :]
-    im[:, :, 1] = np.arange(100)[:, None]
-    rng = np.random.RandomState(1)
-    for _ in range(30):
-        out = D.random_sized_crop(im, 24, rng)
-        assert out.shape == (24, 24, 3)
-    # Regions are drawn from the authors' ranges: replay the draws of one call.
-    rng, replay = np.random.RandomState(5), np.random.RandomState(5)
-    D.random_sized_crop(im, 24, rng)
-    area = replay.uniform(0.08, 1.0) * 100 * 120
-    ratio = replay.uniform(3. / 4, 4. / 3)
-    assert 0.08 * 12000 <= area <= 12000 and 0.75 <= ratio <= 4. / 3
+def test_random_sized_crop_ranges(monkeypatch):
+    im = np.random.RandomState(0).randint(0, 255, (100, 120, 3)).astype(np.uint8)
+    regions = []
+    real_resize = D.resize
+
+    def spy(region, h, w, choose=True):
+        regions.append(region.shape[:2])
+        return real_resize(region, h, w, choose)
+
+    monkeypatch.setattr(D, 'resize', spy)
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        assert D.random_sized_crop(im, 24, rng).shape == (24, 24, 3)
+    areas = np.array([h * w for h, w in regions]) / (100.0 * 120)
+    ratios = np.array([w / float(h) for h, w in regions])
+    # Area 8%..100% of the image, aspect 3/4..4/3 either way round (up to rounding).
+    assert areas.min() >= 0.075 and areas.max() <= 1.0 and np.median(areas) > 0.3
+    assert ratios.min() >= 0.74 and ratios.max() <= 1.36
+    assert (ratios > 1.05).sum() > 30 and (ratios < 0.95).sum() > 30
     # An image too thin for any region falls back to the centre crop.
     thin = np.arange(4 * 200 * 3, dtype=np.uint8).reshape(4, 200, 3)
     out = D.random_sized_crop(thin, 4, np.random.RandomState(0), area_range=(0.99, 1.0),
@@ -173,9 +178,12 @@ def test_colour_jitter_and_lighting():
     factor.permutation(1)
     a = 1 + factor.uniform(-0.4, 0.4)
     np.testing.assert_allclose(y, x * a, rtol=1e-6)
-    # Saturation alone keeps the grey level of every pixel.
+    # Saturation alone keeps the grey level of every pixel, contrast the mean grey level.
     y = D.color_jitter(x, np.random.RandomState(3), 0, 0, 0.4)
     np.testing.assert_allclose(D.grey(y), D.grey(x), rtol=1e-5, atol=1e-6)
+    y = D.color_jitter(x, np.random.RandomState(3), 0, 0.4, 0)
+    assert D.grey(y).mean() == pytest.approx(D.grey(x).mean(), rel=1e-5)
+    assert not np.allclose(y, x)
     # Lighting: eigvec @ (alpha * eigval) added, then / 1.1, alpha ~ N(0, 0.1).
     alpha = np.random.RandomState(4).normal(0, 0.1, 3)
     shift = D.PCA_EIGVEC.astype(np.float64) @ (alpha * D.PCA_EIGVAL)
@@ -195,6 +203,13 @@ def test_train_transform_deterministic_and_bounded():
     assert not np.array_equal(a, c)
     rgb01 = a.transpose(1, 2, 0) * STD + MEAN           # undo normalisation: clipped to [0, 1]
     assert rgb01.min() >= -1e-5 and rgb01.max() <= 1 + 1e-5
+    # The authors' order: crop, /255, jitter, lighting, clip, flip, normalise.
+    rng = np.random.default_rng(11)
+    x = D.random_sized_crop(im, 32, rng).astype(np.float32) / 255
+    x = np.clip(D.lighting(D.color_jitter(x, rng), rng, 0.1), 0, 1)
+    if D.randint(rng, 2) == 0:
+        x = x[:, ::-1]
+    np.testing.assert_allclose(t(im, np.random.default_rng(11)), D.normalize(x), atol=1e-5)
     # Flipping happens about half of the time.
     flat = np.full((40, 40, 3), 128, np.uint8)
     flat[:, :20] = 0
@@ -245,6 +260,10 @@ def test_classifier_init_and_wd_mults():
     assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
     assert np.abs(b).max() > 0.3 * bound                  # bias drawn too, not zero
     assert w.std() == pytest.approx(bound / np.sqrt(3), rel=0.2)
+    conv = net.collect_params()['res4a_branch2a_weight'].data().asnumpy()
+    fan_in = np.prod(conv.shape[1:])
+    assert conv.std() == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.1)     # gaussian, mag. 2
+    assert abs(conv.mean()) < 0.1 * conv.std()
     T.set_authors_wd_mults(net)
     mults = {n: p.wd_mult for n, p in net.collect_params().items()}
     assert mults['linear5_weight'] == 1 and mults['conv1a_weight'] == 1
