@@ -202,6 +202,7 @@ class SegPredictor:
         self.net = net
         ctx = ctx if ctx is not None else mx.cpu()
         self.ctx = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
+        self.mean_std = ([float(v) for v in mean], [float(v) for v in std])
         self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
         self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
         scales = (scales,) if scales is None or np.isscalar(scales) else tuple(scales)
@@ -250,7 +251,7 @@ class SegPredictor:
         return {'scales': list(self.scales), 'flip': self.flip,
                 'test_steps': self.test_steps, 'pad_mode': self.pad_mode,
                 'feat_stride': self.feat_stride, 'classes': self.num_classes,
-                'mean': self.mean.ravel().tolist(), 'std': self.std.ravel().tolist(),
+                'mean': self.mean_std[0], 'std': self.mean_std[1],
                 'max_input_pixels': self.max_input_pixels,
                 'tile_size': list(self.tile_size) if self.max_input_pixels else None}
 

@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Segment images of any size with a ResNet-38 FCN; writes label PNGs and colour overlays.
+
+    python issegm/predict.py --weights models/cityscapes_rna-a1_cls19_s8_ep-0001.params \\
+        --input photos/ --output output/photos [--test-scales 1024,2048] [--test-flipping]
+
+The model label (``--model``, by default taken from the weights file name) names the
+dataset, whose class names and colours are used. For each input image ``<name>``, the
+output folder gets ``labels/<name>.png`` (raw label ids of the dataset, e.g. Cityscapes
+labelIds), ``color/<name>.png`` and ``overlay/<name>.png``; a folder input is searched
+recursively and its sub-folders are kept. Also ``config.yaml`` and ``predict.log``.
+"""
+import argparse
+import os
+import sys
+
+if __name__ == '__main__':
+    # Run as a script, Python puts issegm/ first on the path; the repo root is wanted.
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
+        sys.path[0] = os.path.dirname(_HERE)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Segment images with a ResNet-38 FCN (label PNGs and colour overlays).')
+    parser.add_argument('--weights', required=True,
+                        help='released-format params, <model label>_ep-<epoch>.params')
+    parser.add_argument('--model', default=None,
+                        help='model label, e.g. cityscapes_rna-a1_cls19_s8 (default: from '
+                             'the weights file name)')
+    parser.add_argument('--input', required=True, help='an image file or a folder of images')
+    parser.add_argument('--output', required=True, help='output folder')
+    parser.add_argument('--test-scales', dest='test_scales', default=None,
+                        help='lengths of the longer image side, e.g. 1024,2048; averaged in '
+                             'probability (default: the image size)')
+    parser.add_argument('--test-flipping', dest='test_flipping', action='store_true',
+                        help='average with the horizontally flipped image')
+    parser.add_argument('--test-steps', dest='test_steps', type=int, default=1,
+                        help='shifted passes per axis for a finer score map (divides the '
+                             'stride)')
+    parser.add_argument('--pad-mode', dest='pad_mode', default='stride',
+                        choices=('stride', 'scale'),
+                        help='pad the input to a multiple of the stride, or to a square of '
+                             'the test scale (the authors\' VOC/ADE20K setting)')
+    parser.add_argument('--max-input-pixels', dest='max_input_pixels', type=int, default=None,
+                        help='tile network inputs larger than this many pixels')
+    parser.add_argument('--tile-size', dest='tile_size', type=int, default=512,
+                        help='core size of a tile, pixels')
+    parser.add_argument('--tile-margin', dest='tile_margin', type=int, default=None,
+                        help='context around a tile core, pixels (default: the receptive '
+                             'field radius, exact)')
+    parser.add_argument('--alpha', type=float, default=0.5, help='overlay colour weight')
+    parser.add_argument('--gpus', default=None,
+                        help='GPU ids, e.g. 0 or 0,1 (the first one runs); empty: CPU; '
+                             'default: GPU 0 if there is one')
+    parser.add_argument('--no-progress', dest='progress', action='store_false',
+                        help='no progress bar')
+    return parser.parse_args(argv)
+
+
+def list_images(path):
+    """``([image paths], [output names])`` of a file or a folder (recursive, sorted)."""
+    from issegm.datasets import DataError, IMAGE_EXTENSIONS
+    if os.path.isfile(path):
+        return [path], [os.path.splitext(os.path.basename(path))[0]]
+    if not os.path.isdir(path):
+        raise DataError('%s: no such image file or folder' % path)
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.join(root, name))
+    if not found:
+        raise DataError('%s: no images (%s) in this folder'
+                        % (path, ', '.join(IMAGE_EXTENSIONS)))
+    names = [os.path.splitext(os.path.relpath(p, path))[0] for p in found]
+    return found, names
+
+
+def make_config(args):
+    """The run configuration (a plain dict) from parsed arguments."""
+    from rn38.zoo import label_from_weights, parse_label
+    label = args.model or label_from_weights(args.weights)[0]
+    spec = parse_label(label)
+    scales = [None]
+    if args.test_scales:
+        try:
+            scales = [int(s) for s in args.test_scales.split(',') if s.strip()]
+        except ValueError:
+            raise ValueError('--test-scales must be integers separated by commas, got %r'
+                             % args.test_scales) from None
+    return {'weights': args.weights, 'model': label, 'dataset': spec.dataset,
+            'input': args.input, 'output': args.output, 'test_scales': scales,
+            'test_flipping': args.test_flipping, 'test_steps': args.test_steps,
+            'pad_mode': args.pad_mode, 'max_input_pixels': args.max_input_pixels,
+            'tile_size': args.tile_size, 'tile_margin': args.tile_margin,
+            'alpha': args.alpha, 'gpus': args.gpus, 'progress': args.progress}
+
+
+def contexts(gpus):
+    import mxnet as mx
+    if gpus is None:
+        return [mx.gpu(0)] if mx.context.num_gpus() > 0 else [mx.cpu()]
+    ids = [g.strip() for g in gpus.split(',') if g.strip()]
+    return [mx.gpu(int(g)) for g in ids] if ids else [mx.cpu()]
+
+
+def run(config):
+    import issegm
+    from issegm.datasets import get_dataset_spec
+    from issegm.evaluate import SegPredictor, segment_images
+    from rn38.train import save_config, setup_logging
+
+    os.makedirs(config['output'], exist_ok=True)
+    logger = setup_logging(os.path.join(config['output'], 'predict.log'),
+                           name='issegm.predict')
+    save_config(config, os.path.join(config['output'], 'config.yaml'))
+    spec = get_dataset_spec(config['dataset'])
+    images, names = list_images(config['input'])
+    ctx = contexts(config['gpus'])
+    net = issegm.get_model(config['model'], pretrained=config['weights'], ctx=ctx)
+    if net.classes != spec.classes:
+        raise ValueError('model %s has %d classes but dataset %s has %d'
+                         % (config['model'], net.classes, spec.name, spec.classes))
+    net.hybridize(static_alloc=True)
+    predictor = SegPredictor(net, ctx, scales=config['test_scales'],
+                             flip=config['test_flipping'], test_steps=config['test_steps'],
+                             pad_mode=config['pad_mode'],
+                             max_input_pixels=config['max_input_pixels'],
+                             tile_size=config['tile_size'], tile_margin=config['tile_margin'])
+    logger.info('model %s on %s, protocol %s, %d images', config['model'], ctx,
+                predictor.describe(), len(images))
+    return segment_images(predictor, spec, images, config['output'], names=names,
+                          alpha=config['alpha'], progress=config['progress'], logger=logger)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from issegm.datasets import DataError
+    from rn38.params import ParamsError
+    try:
+        run(make_config(args))
+    except (DataError, ParamsError, ValueError) as err:
+        print('error: %s' % err, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
