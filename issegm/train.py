@@ -93,8 +93,7 @@ def train(cfg, logger=None):
                 len(dataset), cfg.data_root, cfg.split, len(loader), cfg.batch_images,
                 transform.crop_size)
 
-    if cfg.seed is not None:
-        mx.random.seed(cfg.seed)
+    mx.random.seed(cfg.seed)  # new layers' initial values
     net = zoo.get_model(cfg.model, 'segmentation', pretrained=cfg.weights, ctx=ctx,
                         freeze_bn=True)
     if net.load_report is not None:
@@ -129,6 +128,7 @@ def train(cfg, logger=None):
         return fit(net, loader, trainer, ctx, criterion, pixel_accuracy, schedule,
                    label=cfg.model, out_dir=cfg.output, from_epoch=from_epoch,
                    stop_epoch=stop_epoch, mirror=cfg.backward_do_mirror, logger=logger,
-                   on_epoch_end=getattr(cfg, 'on_epoch_end', None), progress=cfg.progress)
+                   on_epoch_end=getattr(cfg, 'on_epoch_end', None), progress=cfg.progress,
+                   seed=cfg.seed)
     finally:
         loader.close()

@@ -213,7 +213,8 @@ def _write_epoch_csv(epochs, path):
 
 
 def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out_dir,
-        from_epoch, stop_epoch, mirror=False, logger=None, on_epoch_end=None, progress=True):
+        from_epoch, stop_epoch, mirror=False, logger=None, on_epoch_end=None, progress=True,
+        seed=0):
     """Train ``net`` from epoch ``from_epoch`` (done epochs) up to ``stop_epoch``.
 
     loader: a :class:`rn38.loader.BatchLoader`-like object (``len``, ``set_epoch``,
@@ -221,7 +222,9 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     loss_fn(scores, label) -> (loss_sum, count) NDArrays; the gradient is that of
     ``sum(loss_sum) / sum(count)`` over devices. accuracy_fn(scores, label) ->
     (correct, total) numbers. schedule(n) -> lr for the 1-based global update n; the lr of
-    an update depends only on (epoch, batch index), so a resumed run continues exactly.
+    an update depends only on (epoch, batch index), and MXNet's random generator (dropout)
+    is seeded from ``(seed, epoch)``, so a resumed run continues exactly as an
+    uninterrupted one (loader draws depend on (seed, epoch, index) too).
     After each epoch: a checkpoint, ``history.json``, ``epochs.csv``, ``loss_curve.png``,
     and ``on_epoch_end(epoch, record)`` (may add e.g. validation scores to ``record``).
     Returns the history dict.
@@ -241,9 +244,10 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
         history['epochs'] = [e for e in old.get('epochs', []) if e['epoch'] <= from_epoch]
     for epoch in range(from_epoch, stop_epoch):
         loader.set_epoch(epoch)
+        if seed is not None:
+            mx.random.seed(seed * 100003 + epoch)
         loss_sum = count_sum = correct = total = 0.0
         images, start = 0, time.time()
-        wait_before = getattr(loader, 'wait_seconds', 0.0)
         bar = tqdm(loader, total=updates_per_epoch, desc='epoch %d/%d' % (epoch + 1, stop_epoch),
                    unit='batch', disable=not progress, dynamic_ncols=True)
         for i, (data, target) in enumerate(bar):
@@ -265,7 +269,7 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
                 raise FloatingPointError('loss is %s at epoch %d, update %d: lower --base-lr'
                                          % (step_loss, epoch + 1, i + 1))
             history['updates'].append({'update': n, 'loss': step_loss, 'lr': trainer.learning_rate})
-            wait = getattr(loader, 'wait_seconds', 0.0) - wait_before
+            wait = getattr(loader, 'wait_seconds', 0.0)
             bar.set_postfix(loss='%.4f' % step_loss, acc='%.3f' % (correct / max(total, 1)),
                             img_s='%.2f' % (images / (time.time() - start)),
                             wait='%.0f%%' % (100.0 * wait / max(time.time() - start, 1e-9)),
@@ -273,7 +277,7 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
         bar.close()
         mx.nd.waitall()
         elapsed = time.time() - start
-        wait = getattr(loader, 'wait_seconds', 0.0) - wait_before
+        wait = getattr(loader, 'wait_seconds', 0.0)
         record = {'epoch': epoch + 1, 'updates': updates_per_epoch,
                   'loss': loss_sum / max(count_sum, 1e-12), 'accuracy': correct / max(total, 1),
                   'lr': trainer.learning_rate, 'seconds': elapsed,
