@@ -12,7 +12,6 @@ in order. Worker exceptions are re-raised in the consumer with the dataset's mes
 across epochs; :meth:`BatchLoader.close` (also called at interpreter exit and by the
 context manager) stops them without waiting on queue feeder threads.
 """
-import atexit
 import multiprocessing
 import queue
 import threading
@@ -196,15 +195,14 @@ class BatchLoader:
             w.start()
         self._pool = {'kind': self.mode, 'tasks': tasks, 'results': results,
                       'workers': workers}
+        # runs at garbage collection, close() or interpreter exit, whichever is first
         self._finalizer = weakref.finalize(self, _stop_pool, self._pool)
-        atexit.register(self._finalizer)
         return tasks, results
 
     def close(self):
         """Stops the workers (idempotent); the next iteration starts new ones."""
         if self._finalizer is not None:
             self._finalizer()
-            atexit.unregister(self._finalizer)
         self._pool = None
         self._finalizer = None
 
@@ -223,7 +221,9 @@ def _stop_pool(pool):
             tasks.put(None)
         except (OSError, ValueError):
             break
-    deadline = time.time() + 2.0
+    # Workers hold nothing worth a slow goodbye: a process still flushing a large batch
+    # into the results pipe after this grace period is terminated.
+    deadline = time.time() + 0.5
     for w in workers:
         w.join(max(0.0, deadline - time.time()))
     if pool['kind'] == 'process':

@@ -400,7 +400,9 @@ def test_crop_too_large_is_a_clear_error():
 # ----------------------------------------------------------------------------- dataset
 
 def demo_samples(root, **kwargs):
-    load_script('make_demo_data').make_demo_dataset(root, **dict(dict(seed=0, train=4, val=0, height=48, width=96), **kwargs))
+    options = dict(seed=0, train=4, val=0, height=48, width=96)
+    options.update(kwargs)
+    load_script('make_demo_data').make_demo_dataset(root, **options)
     return list_samples(get_dataset_spec('cityscapes'), root, 'train')
 
 
@@ -435,3 +437,108 @@ def test_seg_train_dataset_errors(tmp_path):
     with pytest.raises(DataError) as err:
         ds.__getitem__(3, np.random.default_rng(0))
     assert str(err.value) == '%s: label is 40x96 but image is 48x96' % samples[3][1]
+
+
+# ----------------------------------------------------------------------------- loader
+
+from rn38.loader import BatchLoader, epoch_order, sample_rng  # noqa: E402
+
+
+class ToyDataset:
+    """data = (index, a draw of the sample rng), label = index; optional failures/delay."""
+
+    def __init__(self, size, fail_at=None, delay=0.0):
+        self.size, self.fail_at, self.delay = size, fail_at, delay
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, index, rng):
+        import time
+        if self.delay:
+            time.sleep(self.delay)
+        if index == self.fail_at:
+            raise DataError('/data/img_%03d.png: cannot read image (broken)' % index)
+        return (np.array([index, rng.random()], np.float32),
+                np.array([index], np.float32))
+
+
+def collect(loader, epochs=(0, 1)):
+    out = []
+    for e in epochs:
+        loader.set_epoch(e)
+        out.append([(d.copy(), l.copy()) for d, l in loader])
+    return out
+
+
+def test_loader_same_batches_for_any_workers_and_mode():
+    ds = ToyDataset(11)
+    reference = collect(BatchLoader(ds, 3, shuffle=True, seed=5, workers=0))
+    assert [len(epoch) for epoch in reference] == [3, 3]  # drop_last: 11 // 3
+    first = reference[0][0]
+    assert first[0].shape == (3, 2) and first[1].shape == (3, 1)
+    # sample draws come from (seed, epoch, index)
+    order0 = epoch_order(11, True, 5, 0)
+    np.testing.assert_array_equal(first[1][:, 0], order0[:3])
+    assert first[0][1, 1] == np.float32(sample_rng(5, 0, order0[1]).random())
+    # epochs differ in order and draws
+    assert not np.array_equal(reference[0][0][1], reference[1][0][1])
+    for workers, mode in ((1, 'thread'), (2, 'thread'), (2, 'process')):
+        with BatchLoader(ds, 3, shuffle=True, seed=5, workers=workers, mode=mode) as loader:
+            got = collect(loader)
+        for epoch_ref, epoch_got in zip(reference, got):
+            for (d0, l0), (d1, l1) in zip(epoch_ref, epoch_got):
+                np.testing.assert_array_equal(d0, d1)
+                np.testing.assert_array_equal(l0, l1)
+    other_seed = collect(BatchLoader(ds, 3, shuffle=True, seed=6, workers=0), epochs=(0,))
+    assert not np.array_equal(other_seed[0][0][0], reference[0][0][0])
+
+
+def test_loader_no_shuffle_keep_last():
+    loader = BatchLoader(ToyDataset(5), 2, shuffle=False, workers=1, drop_last=False)
+    labels = [l[:, 0].tolist() for _, l in loader]
+    assert labels == [[0, 1], [2, 3], [4]] and len(loader) == 3
+    loader.close()
+
+
+@pytest.mark.parametrize('workers,mode', [(0, 'thread'), (2, 'thread'), (2, 'process')])
+def test_loader_propagates_worker_errors(workers, mode):
+    loader = BatchLoader(ToyDataset(8, fail_at=5), 2, shuffle=False, workers=workers, mode=mode)
+    seen = []
+    with pytest.raises(DataError) as err:
+        for _, label in loader:
+            seen.append(label[:, 0].tolist())
+    assert str(err.value) == '/data/img_005.png: cannot read image (broken)'
+    assert seen == [[0, 1], [2, 3]]  # batches before the failing one were delivered
+    loader.close()
+
+
+def test_loader_records_wait_time_and_restarts_after_break():
+    loader = BatchLoader(ToyDataset(4, delay=0.05), 2, shuffle=False, workers=1)
+    for _ in loader:
+        pass
+    # 4 samples x 50 ms are produced by one worker; the consumer does nothing, so it waits
+    assert 0.12 < loader.wait_seconds < 5.0
+    assert loader.wait_history == {0: loader.wait_seconds}
+    loader.set_epoch(1)
+    for _ in loader:
+        break  # abandon mid-epoch: the next epoch must not see stale batches
+    loader.set_epoch(2)
+    labels = [l[:, 0].tolist() for _, l in loader]
+    assert labels == [[0, 1], [2, 3]] and set(loader.wait_history) == {0, 1, 2}
+    loader.close()
+
+
+def test_loader_process_mode_exits_cleanly(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / 'run.py'
+    script.write_text(
+        'import sys\nsys.path.insert(0, %r)\n' % os.path.dirname(os.path.abspath(__file__)) +
+        'from test_seg_data import ToyDataset\nfrom rn38.loader import BatchLoader\n'
+        'loader = BatchLoader(ToyDataset(40), 2, workers=2, mode="process", prefetch=4)\n'
+        'it = iter(loader)\nnext(it)\nprint("ok")\n')  # exits with batches still in flight
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=15)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == 'ok'
