@@ -76,6 +76,9 @@ def build_parser(dataset):
                    help='1: keep encoded images in memory (default: on for training)')
     g.add_argument('--backward-do-mirror', action='store_true',
                    help='save memory by recomputing network segments in the backward pass')
+    g.add_argument('--bn-stats', choices=('frozen', 'batch'), default='frozen',
+                   help="BatchNorm statistics: 'frozen' (the authors' fine-tuning recipe) or "
+                        "'batch' (learned; for training from scratch)")
     g.add_argument('--seed', type=int, default=0)
     g.add_argument('--no-hybridize', dest='hybridize', action='store_false')
     t = p.add_argument_group('validation')

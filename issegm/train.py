@@ -1,6 +1,7 @@
 """Segmentation training: the bootstrapped softmax loss and :func:`train` (one config in).
 
-The recipe is the authors': BatchNorm statistics frozen (gamma and beta trained), biases
+The recipe is the authors': BatchNorm statistics frozen (gamma and beta trained; ``--bn-stats
+batch`` learns them instead, for training from scratch), biases
 and betas with lr x2 and no weight decay, SGD with momentum 0.9, new layers Xavier
 (gaussian, fan-in, magnitude 2), the loss keeping the hard pixels of each batch.
 """
@@ -95,7 +96,7 @@ def train(cfg, logger=None):
 
     mx.random.seed(cfg.seed)  # new layers' initial values
     net = zoo.get_model(cfg.model, 'segmentation', pretrained=cfg.weights, ctx=ctx,
-                        freeze_bn=True)
+                        freeze_bn=cfg.bn_stats == 'frozen')
     if net.load_report is not None:
         r = net.load_report
         logger.info('weights %s: %d arrays loaded, %d initialised anew (%s), %d ignored (%s)',
