@@ -190,8 +190,9 @@ class SegPredictor:
     tile_margin: context added on each side of a core, pixels, rounded up to s; None =
         :func:`receptive_radius` of the net (exact tiling).
 
-    ``timings`` accumulates seconds: ``network`` (forward + softmax + copy to host) and
-    ``resize`` (image and probability resizing, interleaving); ``reset_timings()`` clears.
+    ``timings`` accumulates seconds: ``network`` (forward + softmax + copy to host),
+    ``resize`` (image resizing + normalisation, resizing the maps back) and the count of
+    ``forwards``; ``reset_timings()`` clears them.
     """
 
     PAD_MODES = ('stride', 'scale')
@@ -526,8 +527,12 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
         exist); their stored counts are added, so totals equal an uninterrupted run.
 
     Memory stays constant: one image at a time, the confusion counts are accumulated.
-    Returns the summary dict (also in ``summary.json``) plus ``'timing'``,
-    ``'resumed'`` and ``'computed'`` (not written to the summary, which is deterministic).
+    Returns the summary dict (also in ``summary.json``) plus ``'resumed'`` and
+    ``'computed'`` (image counts) and ``'timing'``: seconds spent in this call on
+    ``read`` (image + ground truth), ``predict`` (all of ``predict_probs``), of which
+    ``network`` and ``resize`` when the predictor keeps ``timings``, ``argmax``,
+    ``score`` and ``write`` (these three are not written to the summary, which is
+    deterministic).
     Bad input raises :class:`DataError` naming the file.
     """
     from tqdm import tqdm
@@ -545,6 +550,7 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
 
     cm = ConfusionMatrix(spec.classes, spec.ignore_label)
     with_gt = resumed = computed = 0
+    predictor_timings = dict(getattr(predictor, 'timings', None) or {})
     timing = {'read': 0.0, 'predict': 0.0, 'argmax': 0.0, 'score': 0.0, 'write': 0.0}
     bar = tqdm(total=len(samples), unit='img', disable=not progress, dynamic_ncols=True)
     try:
@@ -621,9 +627,9 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
             plot_confusion(cm.matrix, spec.class_names,
                            os.path.join(out_dir, 'confusion.png'), title)
     write_json(summary, os.path.join(out_dir, 'summary.json'))
-    if hasattr(predictor, 'timings'):
-        timing['network'] = predictor.timings.get('network', 0.0)
-        timing['resize'] = predictor.timings.get('resize', 0.0)
+    if getattr(predictor, 'timings', None):  # this call's share of the predictor's totals
+        for key in ('network', 'resize'):
+            timing[key] = predictor.timings.get(key, 0.0) - predictor_timings.get(key, 0.0)
     logger.info('%d images computed, %d resumed; seconds: %s', computed, resumed,
                 ', '.join('%s %.2f' % kv for kv in sorted(timing.items())))
     result = dict(summary)

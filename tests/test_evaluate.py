@@ -435,3 +435,50 @@ def test_images_without_ground_truth(cs_root, tmp_path):
     assert result['images_with_gt'] == 0 and 'mean_iou' not in result
     names = sorted(os.listdir(os.path.join(out, 'labels')))
     assert len(names) == 3 and not os.path.exists(os.path.join(out, 'correct'))
+
+
+def load_make_demo_dataset():
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'scripts', 'make_demo_data.py')
+    module_spec = importlib.util.spec_from_file_location('make_demo_data', path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.make_demo_dataset
+
+
+class OraclePredictor:
+    """Ground truth with every 7th column set to class 13 (car): a good, fixed prediction."""
+
+    def __init__(self, spec, samples):
+        self.by_image = {}
+        for image_path, label_path in samples:
+            image = read_png(image_path)[:, :, ::-1]
+            gt = spec.label_to_train[read_png(label_path)].astype(np.int64)
+            gt[gt == 255] = 0
+            gt[:, ::7] = 13
+            self.by_image[image.tobytes()] = gt
+
+    def predict_probs(self, image):
+        pred = self.by_image[np.ascontiguousarray(image).tobytes()]
+        probs = np.zeros((19,) + pred.shape, np.float32)
+        np.put_along_axis(probs, pred[np.newaxis], 1.0, axis=0)
+        return probs
+
+
+def test_official_eval_agrees_on_demo_street_scenes(tmp_path):
+    root = str(tmp_path / 'demo')
+    load_make_demo_dataset()(root, seed=0, train=0, val=3, height=48, width=96)
+    spec = get_dataset_spec('cityscapes')
+    samples = list_samples(spec, root, 'val')
+    out = str(tmp_path / 'out')
+    ours = evaluate(OraclePredictor(spec, samples), spec, samples, out, progress=False,
+                    plots=False)
+    theirs = official_cityscapes_eval(os.path.join(out, 'labels'), root, 'val')
+    assert ours['mean_iou'] > 0.5
+    assert theirs['mean_iou'] == pytest.approx(ours['mean_iou'], abs=1e-9)
+    for name, value in ours['class_iou'].items():
+        assert (theirs['class_iou'][name] is None) == (value is None)
+        if value is not None:
+            assert theirs['class_iou'][name] == pytest.approx(value, abs=1e-9)
+    assert 0 < theirs['class_iiou']['car'] <= 1 and 0 < theirs['mean_category_iiou'] <= 1
