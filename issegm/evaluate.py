@@ -33,6 +33,13 @@ feature stride s and T = ``test_steps``:
    its palette, and a "correct" map: 255 where the ground truth is not a valid label,
    127 where the prediction equals it, 0 elsewhere.
 
+A consequence worth knowing (kept as is, since the released scores were measured this
+way): in these networks output cell j is centred on input pixel ``j*s`` (3x3 convs with
+padding 1, strides taken at even positions), and the pass offsets of step 4 are
+symmetric around that grid (for T = 1 they vanish), but the bicubic resize of step 6
+puts cell m of the stride-p map at pixel ``m*p + (p-1)/2``. The score maps therefore sit
+``(s-1)/2`` pixels (3.5 px for s = 8) right of and below where they were computed.
+
 Beyond the original (their code asserts a single scale):
 
 * Several scales: each scale goes through steps 1-6 and the ``(C, H0, W0)``
