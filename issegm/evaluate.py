@@ -756,3 +756,73 @@ def segment_images(predictor, spec, image_paths, out_dir, names=None, alpha=0.5,
         written.append((path, label_path))
     logger.info('segmented %d images into %s', len(written), out_dir)
     return written
+
+
+# ----------------------------------------------------------------------------- val phase
+
+def val_output_dir(output, weights, split):
+    """The authors' result folder: ``<output>/<weights stem>[_<split> unless val]``."""
+    stem = os.path.splitext(os.path.basename(weights))[0]
+    return os.path.join(output, stem + ('' if split == 'val' else '_' + split))
+
+
+def _has_instance_files(data_root, split):
+    import glob
+    return bool(glob.glob(os.path.join(data_root, 'gtFine', split, '*',
+                                       '*_gtFine_instanceIds.png')))
+
+
+def run_val(cfg, logger=None):
+    """The ``--phase val`` of the dataset entries: one config in, results on disk.
+
+    Builds ``cfg.model`` with ``cfg.weights`` (strict), evaluates ``cfg.split`` with the
+    authors' protocol at ``cfg.test_scales`` (+ flipping, test steps, sliding windows),
+    writes into :func:`val_output_dir`, and for Cityscapes with ground truth and instance
+    files also runs the official ``cityscapesscripts`` evaluation on the written label
+    PNGs; its scores are added to ``summary.json`` under ``official``.
+    Returns the summary dict.
+    """
+    from rn38 import zoo
+    from rn38.params import load_params
+    from rn38.parallel import parse_devices
+    from rn38.train import save_config
+    from .datasets import get_dataset_spec, list_samples
+    logger = logger or logging.getLogger(__name__)
+    spec = get_dataset_spec(cfg.dataset)
+    model = zoo.parse_label(cfg.model)
+    if model.classes != spec.classes:
+        raise ValueError('%s: model %s has %d classes, dataset %s has %d'
+                         % (cfg.weights, cfg.model, model.classes, spec.name, spec.classes))
+    ctx = parse_devices(cfg.gpus)
+    net = zoo.build_model(cfg.model, 'segmentation')
+    load_params(net, cfg.weights, ctx)
+    net.hybridize(static_alloc=True)
+    predictor = SegPredictor(net, ctx, scales=cfg.test_scales, flip=cfg.test_flipping,
+                             test_steps=cfg.test_steps,
+                             pad_mode='stride' if spec.name == 'cityscapes' else 'scale',
+                             max_input_pixels=cfg.max_input_pixels)
+    samples = list_samples(spec, cfg.data_root, cfg.split)
+    out_dir = val_output_dir(cfg.output, cfg.weights, cfg.split)
+    save_config(cfg, os.path.join(out_dir, 'config.yaml'))
+    logger.info('evaluating %s on %d images of %s/%s with %s; results in %s', cfg.weights,
+                len(samples), cfg.data_root, cfg.split, predictor.describe(), out_dir)
+    summary = evaluate(predictor, spec, samples, out_dir, save_results=cfg.save_results,
+                       save_predictions=cfg.save_predictions, progress=cfg.progress,
+                       logger=logger, title='%s, %s' % (os.path.basename(cfg.weights),
+                                                        cfg.split))
+    if (spec.name == 'cityscapes' and cfg.official_eval and cfg.save_results
+            and summary.get('images_with_gt') and _has_instance_files(cfg.data_root, cfg.split)):
+        official = official_cityscapes_eval(os.path.join(out_dir, 'labels'), cfg.data_root,
+                                            cfg.split, os.path.join(out_dir, 'official.json'))
+        logger.info('cityscapesscripts: class IoU %.2f%%, iIoU %s, category IoU %.2f%%, '
+                    'iIoU %s (ours: mean IoU %.2f%%)', 100 * official['mean_iou'],
+                    'n/a' if official['mean_iiou'] is None else '%.2f%%' % (100 * official['mean_iiou']),
+                    100 * official['mean_category_iou'],
+                    'n/a' if official['mean_category_iiou'] is None
+                    else '%.2f%%' % (100 * official['mean_category_iiou']),
+                    100 * summary['mean_iou'])
+        stored = {k: v for k, v in summary.items() if k not in ('timing', 'resumed', 'computed')}
+        stored['official'] = official
+        write_json(stored, os.path.join(out_dir, 'summary.json'))
+        summary['official'] = official
+    return summary
