@@ -385,6 +385,9 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
             for s, seg in enumerate(segs[:-1]):
                 saved.append(_snapshot_bn(bns[s], ctx) if bns[s] else None)
                 bounds.append(_run(seg, bounds[-1], seeds[d], ctx))
+                # bound the asynchronous engine to one segment in flight: its
+                # intermediate arrays are freed only after their consumers ran
+                bounds[-1].wait_to_read()
         last_in = bounds[-1]
         if len(segs) > 1:
             last_in.attach_grad()
@@ -399,6 +402,8 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
     for d, (loss, (bounds, saved)) in enumerate(zip(losses, states)):
         ctx = data_list[d].context
         autograd.backward(loss, head_grads=mx.nd.ones_like(loss) * scale)
+        if len(segs) > 1:
+            bounds[-1].grad.wait_to_read()
         for s in range(len(segs) - 2, -1, -1):
             grad = bounds[s + 1].grad
             bounds[s + 1] = None             # free the boundary as soon as it is used
@@ -411,6 +416,8 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
                 y = _run(segs[s], x, seeds[d], ctx)
             autograd.backward(y, head_grads=grad)
             del y, grad
+            if s > 0:
+                x.grad.wait_to_read()
         bounds.clear()
     loss_total = float(sum(l.asscalar() for l in losses))
     return loss_total, total, [o.detach() for o in outputs]
