@@ -21,33 +21,6 @@ IGNORE_LABEL = 255
 
 DATASET_NAMES = ('cityscapes', 'voc', 'ade20k')
 
-VOC_CLASS_NAMES = (
-    'background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
-    'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
-    'sheep', 'sofa', 'train', 'tvmonitor')
-
-# ADE20K SceneParsing (ADEChallengeData2016) class k+1 in the annotation PNGs.
-ADE20K_CLASS_NAMES = (
-    'wall', 'building', 'sky', 'floor', 'tree', 'ceiling', 'road', 'bed', 'windowpane',
-    'grass', 'cabinet', 'sidewalk', 'person', 'earth', 'door', 'table', 'mountain', 'plant',
-    'curtain', 'chair', 'car', 'water', 'painting', 'sofa', 'shelf', 'house', 'sea',
-    'mirror', 'rug', 'field', 'armchair', 'seat', 'fence', 'desk', 'rock', 'wardrobe',
-    'lamp', 'bathtub', 'railing', 'cushion', 'base', 'box', 'column', 'signboard',
-    'chest of drawers', 'counter', 'sand', 'sink', 'skyscraper', 'fireplace',
-    'refrigerator', 'grandstand', 'path', 'stairs', 'runway', 'case', 'pool table',
-    'pillow', 'screen door', 'stairway', 'river', 'bridge', 'bookcase', 'blind',
-    'coffee table', 'toilet', 'flower', 'book', 'hill', 'bench', 'countertop', 'stove',
-    'palm', 'kitchen island', 'computer', 'swivel chair', 'boat', 'bar', 'arcade machine',
-    'hovel', 'bus', 'towel', 'light', 'truck', 'tower', 'chandelier', 'awning',
-    'streetlight', 'booth', 'television receiver', 'airplane', 'dirt track', 'apparel',
-    'pole', 'land', 'bannister', 'escalator', 'ottoman', 'bottle', 'buffet', 'poster',
-    'stage', 'van', 'ship', 'fountain', 'conveyer belt', 'canopy', 'washer', 'plaything',
-    'swimming pool', 'stool', 'barrel', 'basket', 'waterfall', 'tent', 'bag', 'minibike',
-    'cradle', 'oven', 'ball', 'food', 'step', 'tank', 'trade name', 'microwave', 'pot',
-    'animal', 'bicycle', 'lake', 'dishwasher', 'screen', 'blanket', 'sculpture', 'hood',
-    'sconce', 'vase', 'traffic light', 'tray', 'ashcan', 'fan', 'pier', 'crt screen',
-    'plate', 'monitor', 'bulletin board', 'shower', 'radiator', 'glass', 'clock', 'flag')
-
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm')
 
 
@@ -91,17 +64,11 @@ class DatasetSpec:
         return self.palette[np.asarray(train_ids, np.uint8)]
 
 
-def voc_palette(count=256):
-    """The PASCAL VOC colour map: ``np.uint8[count, 3]``, colour k from the bits of k."""
+def _gluoncv_palette(flat, count):
+    """GluonCV's flat ``[r, g, b, r, g, b, ...]`` colour list as ``np.uint8[count, 3]``."""
+    colors = np.asarray(flat[:3 * count], np.uint8).reshape(-1, 3)
     palette = np.zeros((count, 3), np.uint8)
-    for k in range(count):
-        value, r, g, b = k, 0, 0, 0
-        for bit in range(8):
-            r |= ((value >> 0) & 1) << (7 - bit)
-            g |= ((value >> 1) & 1) << (7 - bit)
-            b |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-        palette[k] = (r, g, b)
+    palette[:len(colors)] = colors
     return palette
 
 
@@ -127,27 +94,34 @@ def _cityscapes_spec():
 
 
 def _voc_spec():
-    classes = len(VOC_CLASS_NAMES)
+    # Class names and colours of the VOC and ADE20K benchmarks, as GluonCV ships them.
+    from gluoncv.data.pascal_voc.segmentation import VOCSegmentation
+    from gluoncv.utils.viz.segmentation import vocpallete
+    names = list(VOCSegmentation.CLASSES)
+    classes = len(names)
     label_to_train = np.full(256, IGNORE_LABEL, np.uint8)
     label_to_train[:classes] = np.arange(classes)
     train_to_label = np.full(256, IGNORE_LABEL, np.uint8)  # VOC marks void with 255
     train_to_label[:classes] = np.arange(classes)
-    palette = voc_palette()
+    palette = _gluoncv_palette(vocpallete, 256)
     palette[classes:] = 0
-    return DatasetSpec('voc', VOC_CLASS_NAMES, label_to_train, train_to_label, palette,
+    return DatasetSpec('voc', names, label_to_train, train_to_label, palette,
                        set(range(classes)) | {IGNORE_LABEL})
 
 
 def _ade20k_spec():
-    classes = len(ADE20K_CLASS_NAMES)
+    from gluoncv.data.ade20k.segmentation import ADE20KSegmentation
+    from gluoncv.utils.viz.segmentation import adepallete
+    names = list(ADE20KSegmentation.CLASSES)
+    classes = len(names)
     label_to_train = np.full(256, IGNORE_LABEL, np.uint8)
     label_to_train[1:classes + 1] = np.arange(classes)  # raw 0 ("other") is ignored
     train_to_label = np.zeros(256, np.uint8)
     train_to_label[:classes] = np.arange(1, classes + 1)
-    # No official colour table ships with the annotations: VOC-style colours of raw ids.
+    # The scene-parsing benchmark's colours, listed by raw id (0 = "other").
     palette = np.zeros((256, 3), np.uint8)
-    palette[:classes] = voc_palette(classes + 1)[1:]
-    return DatasetSpec('ade20k', ADE20K_CLASS_NAMES, label_to_train, train_to_label,
+    palette[:classes] = _gluoncv_palette(adepallete, classes + 1)[1:]
+    return DatasetSpec('ade20k', names, label_to_train, train_to_label,
                        palette, range(classes + 1))
 
 
