@@ -249,16 +249,10 @@ def load_cached(path, digest, classes):
 
 def save_cached(path, probs, digest, dtype):
     """``np.savez`` (no pickle) through a temporary file and an atomic rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, '.tmp-%d-%s' % (os.getpid(), os.path.basename(path)))
-    try:
+    from rn38.atomic import atomic_path
+    with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f:
             np.savez(f, probs=probs.astype(dtype), list_digest=np.array(digest))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _forward_probs(net, batch, devices):

@@ -59,7 +59,6 @@ Beyond the original (their code asserts a single scale):
 Everything here is plain functions and classes; the entries do the argument parsing.
 """
 import io
-import json
 import logging
 import math
 import os
@@ -70,8 +69,10 @@ import mxnet as mx
 import numpy as np
 from PIL import Image
 
+from rn38.atomic import atomic_write_bytes, write_json
+
 from .datasets import DataError, read_image, read_label
-from .metrics import ConfusionMatrix, atomic_write_bytes
+from .metrics import ConfusionMatrix
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -400,12 +401,6 @@ def write_rgb_png(path, rgb):
     """``uint8 (H, W, 3)`` RGB -> PNG (atomic write)."""
     atomic_write_bytes(path, _encode_png(cv2.cvtColor(np.ascontiguousarray(rgb, np.uint8),
                                                       cv2.COLOR_RGB2BGR)))
-
-
-def write_json(obj, path):
-    """JSON (sorted keys, NaN-free) through a temporary file and an atomic rename."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False)
-                              + '\n').encode('utf-8'))
 
 
 def correct_map(pred, gt, ignore_label=255):

@@ -16,9 +16,10 @@ pixel count by one, so such a class scores 0 and still enters the mean; pass
 ground truth (e.g. the full Cityscapes val) both give the same numbers.
 """
 import io
-import os
 
 import numpy as np
+
+from rn38.atomic import atomic_write_bytes
 
 
 class ConfusionMatrix:
@@ -209,19 +210,3 @@ class ConfusionMatrix:
         cm = cls(int(state['num_classes']), None if ignore == -1 else ignore)
         cm.load_state_dict(state)
         return cm
-
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, '.%s.tmp-%d' % (os.path.basename(path), os.getpid()))
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

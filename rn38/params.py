@@ -10,6 +10,8 @@ import os
 
 import mxnet as mx
 
+from .atomic import atomic_path
+
 _AUX_SUFFIXES = {'_running_mean': '_moving_mean', '_running_var': '_moving_var'}
 
 
@@ -114,14 +116,5 @@ def save_params(net, path):
 
 def save_arrays(arrays, path):
     """``mx.nd.save`` through a temporary file in the same folder, then an atomic rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, '.%s.tmp-%d' % (os.path.basename(path), os.getpid()))
-    try:
+    with atomic_path(path) as tmp:
         mx.nd.save(tmp, arrays)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

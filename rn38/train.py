@@ -16,6 +16,7 @@ import mxnet as mx
 from mxnet import gluon
 from tqdm import tqdm
 
+from .atomic import atomic_path, atomic_write_bytes, write_json
 from .params import save_params, ParamsError
 from .zoo import label_from_weights
 
@@ -88,10 +89,8 @@ def save_checkpoint(net, trainer, out_dir, label, epoch):
     path = checkpoint_path(out_dir, label, epoch)
     os.makedirs(out_dir, exist_ok=True)
     if trainer is not None:
-        tmp = os.path.join(out_dir, '.%s.tmp-%d' % (os.path.basename(states_path(path)),
-                                                     os.getpid()))
-        trainer.save_states(tmp)
-        os.replace(tmp, states_path(path))
+        with atomic_path(states_path(path)) as tmp:
+            trainer.save_states(tmp)
     save_params(net, path)
     return path
 
@@ -146,25 +145,12 @@ def setup_logging(log_file=None, debug=False, name='rn38'):
     return logger
 
 
-def write_json(obj, path):
-    """JSON through a temporary file and an atomic rename."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = '%s.tmp-%d' % (path, os.getpid())
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def save_config(config, path):
     """Save the run's options (an argparse Namespace or dict) as YAML, atomically."""
     import yaml
     data = dict(vars(config)) if not isinstance(config, dict) else dict(config)
     data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = '%s.tmp-%d' % (path, os.getpid())
-    with open(tmp, 'w') as f:
-        yaml.safe_dump(data, f, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=True).encode('utf-8'))
 
 
 def plot_history(history, path, title=''):
@@ -196,20 +182,18 @@ def plot_history(history, path, title=''):
     axes[1].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = '%s.tmp-%d.png' % (path, os.getpid())
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _write_epoch_csv(epochs, path):
     keys = sorted({k for e in epochs for k in e})
-    tmp = '%s.tmp-%d' % (path, os.getpid())
-    with open(tmp, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(epochs)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(epochs)
 
 
 def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out_dir,

@@ -18,7 +18,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE]
 
-import numpy as np  # noqa: E402
 
 from issegm import cli  # noqa: E402
 from make_demo_data import make_demo_dataset  # noqa: E402

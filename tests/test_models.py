@@ -13,7 +13,7 @@ from rn38 import zoo
 from rn38.net import BN_EPS, stage_table, table_feat_stride
 from rn38.params import (ParamsError, load_params, read_params, released_key, released_keys,
                          save_params)
-from rn38.synthetic import manifest_entries, net_entries, synthetic_arrays
+from rn38.synthetic import manifest_entries, net_entries
 from conftest import REF_DIR, reference_arrays
 
 PARITY = [('ilsvrc-cls_rna-a_cls1000', iclass), ('ilsvrc-cls_rna-a1_cls1000', iclass),
