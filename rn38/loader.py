@@ -107,6 +107,7 @@ class BatchLoader:
         self.drop_last = bool(drop_last)
         self.prefetch = int(prefetch)
         self.epoch = 0
+        self.shard_index, self.shard_count = 0, 1
         self.wait_seconds = 0.0
         self.wait_history = {}
         self._pool = None
@@ -114,8 +115,19 @@ class BatchLoader:
         self._finalizer = None
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) // self.shard_count
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_shard(self, index, count):
+        """Iterate only shard ``index`` of ``count`` (one per machine of a distributed run):
+        every shard sees the same epoch permutation and takes every ``count``-th sample of
+        it from ``index``, so shards are disjoint and have the same number of batches."""
+        if not 0 <= index < count:
+            raise ValueError('shard %d of %d does not exist' % (index, count))
+        if len(self.dataset) < count * self.batch_size:
+            raise ValueError('%d samples cannot give each of %d workers a batch of %d'
+                             % (len(self.dataset), count, self.batch_size))
+        self.shard_index, self.shard_count = int(index), int(count)
 
     def set_epoch(self, epoch):
         """Selects the epoch whose order and sample draws the next iteration uses."""
@@ -125,6 +137,8 @@ class BatchLoader:
         """``[np.int64[batch_size], ...]`` sample indices of each batch of an epoch."""
         epoch = self.epoch if epoch is None else epoch
         order = epoch_order(len(self.dataset), self.shuffle, self.seed, epoch)
+        usable = len(order) // self.shard_count * self.shard_count
+        order = order[self.shard_index:usable:self.shard_count]
         return [order[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(self))]
 
     def __iter__(self):

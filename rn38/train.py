@@ -213,8 +213,19 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     and ``on_epoch_end(epoch, record)`` (may add e.g. validation scores to ``record``).
     Returns the history dict.
     """
-    from .parallel import split_batch, forward_backward
+    from .parallel import (forward_backward, release_freed_memory_early, split_batch,
+                           step_scale, sync_initial_params, worker_info)
     logger = logger or logging.getLogger('rn38')
+    # Distributed: every worker takes its own shard of the data and starts from rank 0's
+    # weights; the step divides the workers' summed gradients by their number.
+    rank, num_workers = worker_info(trainer)
+    if num_workers > 1:
+        loader.set_shard(rank, num_workers)
+        logger.info('worker %d of %d: %d batches per epoch', rank, num_workers, len(loader))
+    sync_initial_params(trainer)
+    scale = step_scale(trainer)
+    if mirror:
+        release_freed_memory_early()
     updates_per_epoch = len(loader)
     if updates_per_epoch == 0:
         raise ValueError('no full batch in the training set: fewer images than --batch-images')
@@ -240,7 +251,7 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
             data_list, label_list = split_batch(data, target, ctx)
             batch_loss, batch_count, outputs = forward_backward(
                 net, data_list, label_list, loss_fn, mirror=mirror)
-            trainer.step(1)
+            trainer.step(scale)
             loss_sum += batch_loss
             count_sum += batch_count
             for out, lab in zip(outputs, label_list):

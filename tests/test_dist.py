@@ -43,7 +43,8 @@ def start(cmd, env, log_path):
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log
 
 
-def run_job(out_dir, num_workers=2):
+def run_job(out_dir, num_workers=2, worker_cmd=None):
+    """Scheduler, server and workers; ``worker_cmd(rank)`` is each worker's command."""
     port = free_port()
     env = base_env()
     env.update(DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(port),
@@ -51,8 +52,9 @@ def run_job(out_dir, num_workers=2):
                DMLC_NODE_HOST='127.0.0.1')
     roles = [('scheduler', [sys.executable, '-c', 'import mxnet']),
              ('server', [sys.executable, '-c', 'import mxnet'])]
-    roles += [('worker', [sys.executable, WORKER, '--mode', 'dist', '--out-dir', out_dir])
-              for _ in range(num_workers)]
+    worker_cmd = worker_cmd or (lambda rank: [sys.executable, WORKER, '--mode', 'dist',
+                                              '--out-dir', out_dir])
+    roles += [('worker', worker_cmd(rank)) for rank in range(num_workers)]
     procs = []
     try:
         for i, (role, cmd) in enumerate(roles):
@@ -121,3 +123,37 @@ def test_dist_sync_two_workers_end_identical_and_equal_one_process(tmp_path):
         np.testing.assert_array_equal(final1[k], single1[k], err_msg=k)
     running = [k for k in final0 if k.endswith('running_mean')]
     assert any(not np.array_equal(final0[k], final1[k]) for k in running)
+
+
+@pytest.mark.slow
+def test_segmentation_entry_trains_with_dist_sync(tmp_path):
+    """issegm/cityscapes.py --kvstore dist_sync with two workers: each trains on its half of
+    the data and both write identical checkpoints, which moved from the initial weights."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'scripts'))
+    from make_demo_data import make_demo_dataset
+    data = str(tmp_path / 'data')
+    make_demo_dataset(data, seed=5, train=8, val=1, height=64, width=128)
+    entry = os.path.join(os.path.dirname(HERE), 'issegm', 'cityscapes.py')
+    label = 'cityscapes_rna-a1-mini_cls19_s8'
+
+    def worker(rank):
+        return [sys.executable, entry, '--phase', 'train', '--data-root', data,
+                '--model', label, '--output', str(tmp_path / ('w%d' % rank)),
+                '--batch-images', '2', '--crop-size', '48', '--origin-size', '128',
+                '--to-epoch', '1', '--kvstore', 'dist_sync', '--gpus', 'cpu',
+                '--no-progress', '--backward-do-mirror']  # the same command on every machine
+
+    run_job(str(tmp_path), worker_cmd=worker)
+    import mxnet as mx
+    ckpt = [mx.nd.load(str(tmp_path / ('w%d' % r) / ('%s_ep-0001.params' % label)))
+            for r in range(2)]
+    assert ckpt[0].keys() == ckpt[1].keys()
+    for k in ckpt[0]:
+        if k.startswith('arg:'):  # BN statistics are frozen and equal too, but say nothing
+            np.testing.assert_array_equal(ckpt[0][k].asnumpy(), ckpt[1][k].asnumpy(), err_msg=k)
+    logs = [open(os.path.join(str(tmp_path / ('w%d' % r)), label + '.log')).read()
+            for r in range(2)]
+    # two workers (the scheduler assigns the ranks), each 2 of the 4 batches of the epoch
+    ranks = sorted(r for r in range(2) for log in logs
+                   if 'worker %d of 2: 2 batches per epoch' % r in log)
+    assert ranks == [0, 1]

@@ -547,3 +547,22 @@ def test_loader_process_mode_exits_cleanly(tmp_path):
                           timeout=15)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == 'ok'
+
+
+def test_loader_shards_are_disjoint_and_even():
+    ds = ToyDataset(21)
+    whole = BatchLoader(ds, 2, shuffle=True, seed=3, workers=0)
+    shards = []
+    for index in range(2):
+        loader = BatchLoader(ds, 2, shuffle=True, seed=3, workers=0)
+        loader.set_shard(index, 2)
+        loader.set_epoch(1)
+        shards.append(np.concatenate(loader.batch_indices()))
+        assert len(loader) == 5  # 21 samples -> 10 per shard -> 5 batches of 2
+    assert not set(shards[0]) & set(shards[1])
+    order = epoch_order(21, True, 3, 1)
+    np.testing.assert_array_equal(shards[0], order[0:20:2])
+    np.testing.assert_array_equal(shards[1], order[1:20:2])
+    assert len(whole) == 10
+    with pytest.raises(ValueError, match='shard 2 of 2'):
+        whole.set_shard(2, 2)
