@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Training benchmarks: one function per mode, one table printer.
 
+``--mode speed``: the time of one training step of the released A1-s8 (forward,
+backward, update; batch 1, crop 256 by default), ours against the same network driven by
+``mx.mod.Module`` as in the authors' code, measured alternately in one process; the
+ratio Module / ours is > 1 when ours is faster.
+
 ``--mode memory``: for each crop, the training step time and the peak memory with and
 without segment recomputation (``--backward-do-mirror``, :func:`rn38.parallel.forward_backward`
 with ``mirror=True``). Every configuration runs in a fresh subprocess that reports
@@ -142,7 +147,73 @@ def mode_memory(args):
     return rows
 
 
-MODES = {'memory': mode_memory}
+def mode_speed(args):
+    """Rows of the speed table: one training step (forward, backward, SGD update) of the
+    same network, ours (hybridized Gluon, :func:`rn38.parallel.forward_backward`, the
+    bootstrapped loss, gluon.Trainer) against the exported symbol driven by
+    ``mx.mod.Module`` as the authors' code does (SoftmaxOutput loss), in this process."""
+    import tempfile
+    import mxnet as mx
+    import numpy as np
+    from mxnet import gluon
+    from issegm.train import BootstrappedSoftmaxLoss
+    from rn38 import parallel
+    from rn38.zoo import get_model
+
+    rows = []
+    for crop in args.crops:
+        mx.random.seed(0)
+        net = get_model(args.model, 'segmentation', freeze_bn=True)
+        net.hybridize(static_alloc=True, static_shape=True)
+        rs = np.random.RandomState(0)
+        x = mx.nd.array(rs.standard_normal((args.batch, 3, crop, crop)))
+        out = -(-crop // net.feat_stride)
+        y = mx.nd.array(rs.randint(0, net.classes, (args.batch, out * out)))
+        params = {k: p for k, p in net.collect_params().items() if p.grad_req != 'null'}
+        trainer = gluon.Trainer(params, 'sgd', {'learning_rate': 1e-6, 'momentum': 0.9,
+                                                'wd': 5e-4}, kvstore=None)
+        loss = BootstrappedSoftmaxLoss()
+
+        def ours():
+            parallel.forward_backward(net, [x], [y], loss)
+            trainer.step(1)
+            mx.nd.waitall()
+
+        ours()
+        net(x)  # the whole-network graph, for export
+        with tempfile.TemporaryDirectory() as tmp:
+            net.export(os.path.join(tmp, 'net'), 0)
+            sym, arg_params, aux_params = mx.model.load_checkpoint(os.path.join(tmp, 'net'), 0)
+        sym = mx.sym.SoftmaxOutput(sym.reshape((0, 0, -1)), mx.sym.Variable('softmax_label'),
+                                   multi_output=True, use_ignore=True, ignore_label=255,
+                                   normalization='valid', name='softmax')
+        mod = mx.mod.Module(sym, context=mx.cpu())
+        mod.bind(data_shapes=[('data', x.shape)], label_shapes=[('softmax_label', y.shape)],
+                 for_training=True)
+        mod.init_params(arg_params=arg_params, aux_params=aux_params)
+        mod.init_optimizer(optimizer='sgd', optimizer_params={
+            'learning_rate': 1e-6, 'momentum': 0.9, 'wd': 5e-4})
+        batch = mx.io.DataBatch([x], [y])
+
+        def module():
+            mod.forward_backward(batch)
+            mod.update()
+            mx.nd.waitall()
+
+        module()
+        times = {}
+        for name, fn in (('ours', ours), ('module', module)) * args.steps:
+            start = time.time()
+            fn()
+            times.setdefault(name, []).append(time.time() - start)
+        t_ours, t_mod = float(np.median(times['ours'])), float(np.median(times['module']))
+        rows.append({'model': args.model, 'crop': crop, 'batch': args.batch,
+                     'Module step s': t_mod, 'ours step s': t_ours,
+                     'Module / ours': t_mod / t_ours})
+    return rows
+
+
+MODES = {'memory': mode_memory, 'speed': mode_speed}
 
 
 def print_table(rows, out=sys.stdout):
