@@ -1,5 +1,12 @@
 """Installs the ResNet-38 ("Wider or Deeper") Gluon port: packages rn38, issegm, iclass."""
+import os
+
 from setuptools import setup, find_packages
+
+# Which MXNet wheel: the CPU build by default. For GPUs install with
+# RN38_MXNET=mxnet-cu112 pip install -e '.[gpu]' so the CPU wheel is not installed beside
+# it (both provide the same `mxnet` module and would overwrite each other's files).
+MXNET_DIST = os.environ.get('RN38_MXNET', 'mxnet')
 
 # The CUDA 11 runtime that mxnet-cu112's libmxnet.so links against, from pip.
 # cuDNN must stay on 8.x: nvidia-cudnn-cu11 9.x has other sonames.
@@ -24,7 +31,7 @@ setup(
     packages=find_packages(include=['rn38', 'rn38.*', 'issegm', 'issegm.*', 'iclass', 'iclass.*']),
     python_requires='>=3.8,<3.12',
     install_requires=[
-        'mxnet==1.9.1',
+        MXNET_DIST + '==1.9.1',
         'numpy>=1.17,<1.24',
         'opencv-python<4.12',
         'gluoncv==0.10.5.post0',

@@ -133,8 +133,6 @@ def make_config(dataset, argv=None):
             ('' if cfg.split == 'val' else '_' + cfg.split)
         cfg.log_file = os.path.join(cfg.output, name + '.log')
     cfg.test_scales = [int(s) for s in str(cfg.test_scales).split(',') if s.strip()]
-    if cfg.debug:
-        os.environ['MXNET_ENGINE_TYPE'] = 'NaiveEngine'
     return cfg
 
 

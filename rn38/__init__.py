@@ -5,6 +5,9 @@ import sys as _sys
 # Before MXNet: the CUDA 11 libraries of the gpu extra must be loaded first (see rn38.cuda).
 from . import cuda as _cuda
 _cuda.preload()
+if '--debug' in _sys.argv:
+    # The entries' --debug: MXNet's synchronous engine (read when MXNet starts).
+    _os.environ.setdefault('MXNET_ENGINE_TYPE', 'NaiveEngine')
 if '--backward-do-mirror' in _sys.argv:
     # Memory-saving training: one CPU temporary workspace instead of MXNet's default
     # copies, or they keep what the recomputation frees (read when MXNet starts).

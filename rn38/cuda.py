@@ -22,18 +22,17 @@ SONAMES = ('libcudart.so.11.0', 'libnvToolsExt.so.1', 'libnvrtc.so.11.2', 'libcu
            'libcudnn.so.8', 'libnccl.so.2')
 
 
-def _mxnet_is_gpu_build():
-    try:
-        from importlib import metadata
-    except ImportError:  # Python < 3.8
-        return False
-    for dist in ('mxnet-cu112', 'mxnet-cu117', 'mxnet-cu110', 'mxnet-cu102'):
+def installed_mxnet_wheels():
+    """Names of the installed MXNet distributions; more than one is a broken install."""
+    from importlib import metadata
+    names = []
+    for dist in ('mxnet', 'mxnet-cu112', 'mxnet-cu117', 'mxnet-cu110', 'mxnet-cu102'):
         try:
             metadata.version(dist)
-            return True
+            names.append(dist)
         except metadata.PackageNotFoundError:
             continue
-    return False
+    return names
 
 
 def find_cuda_libs(search_dirs=None):
@@ -51,7 +50,11 @@ def find_cuda_libs(search_dirs=None):
 
 def preload(search_dirs=None, force=False):
     """Open the CUDA 11 libraries globally; returns the sonames loaded (none on CPU builds)."""
-    if not force and not _mxnet_is_gpu_build():
+    wheels = installed_mxnet_wheels()
+    if len(wheels) > 1:
+        sys.stderr.write('rn38: several MXNet wheels are installed (%s); they share one module. '
+                         'Keep one: pip uninstall %s\n' % (', '.join(wheels), wheels[0]))
+    if not force and not any(w != 'mxnet' for w in wheels):
         return []
     loaded = []
     libs = find_cuda_libs(search_dirs)

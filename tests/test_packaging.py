@@ -54,7 +54,8 @@ def test_cuda_libraries_are_found_in_pip_layout(tmp_path):
 
 def test_dependency_pins():
     text = open(os.path.join(REPO, 'setup.py')).read()
-    for pin in ("'mxnet==1.9.1'", "'numpy>=1.17,<1.24'", "'opencv-python<4.12'",
+    assert "os.environ.get('RN38_MXNET', 'mxnet')" in text and "MXNET_DIST + '==1.9.1'" in text
+    for pin in ("'numpy>=1.17,<1.24'", "'opencv-python<4.12'",
                 "'gluoncv==0.10.5.post0'", "'mxnet-cu112==1.9.1'", "'nvidia-cudnn-cu11>=8.1,<9'"):
         assert pin in text
     import numpy
