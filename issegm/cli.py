@@ -62,7 +62,9 @@ def build_parser(dataset):
     g.add_argument('--scale-rate-range', type=_float_pair, default=(0.7, 1.3))
     g.add_argument('--lr-type', choices=('fixed', 'step', 'linear'), default='fixed')
     g.add_argument('--base-lr', type=float, default=0.0016)
-    g.add_argument('--lr-steps', type=_int_list, default=[], help='epochs, for --lr-type step')
+    g.add_argument('--lr-steps', type=_int_list, default=[],
+                   help='updates after which the lr drops x0.1 (--lr-type step), as the '
+                        'authors and iclass/ilsvrc.py count them')
     g.add_argument('--weight-decay', type=float, default=0.0005)
     g.add_argument('--from-epoch', type=int, default=None,
                    help='epochs already done (default: parsed from --weights)')

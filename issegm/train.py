@@ -115,7 +115,7 @@ def train(cfg, logger=None):
         load_trainer_state(trainer, cfg.weights, logger)
     updates = len(loader)
     schedule = LRSchedule(cfg.lr_type, cfg.base_lr, total_updates=cfg.to_epoch * updates,
-                          step_updates=[e * updates for e in cfg.lr_steps])
+                          step_updates=cfg.lr_steps)
     stop_epoch = cfg.stop_epoch or cfg.to_epoch
     if from_epoch >= stop_epoch:
         logger.info('nothing to do: epoch %d reached (stop epoch %d)', from_epoch, stop_epoch)

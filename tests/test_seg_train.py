@@ -175,3 +175,11 @@ def test_released_a1_s8_configuration_short_run(demo_root, tmp_path):
                               start['arg:res4b1_branch2b1_weight'])
     np.testing.assert_array_equal(trained['aux:bn4b1_branch2b1_moving_var'],
                                   start['aux:bn4b1_branch2b1_moving_var'])
+
+
+def test_step_schedule_counts_updates(demo_root, tmp_path):
+    out = tmp_path / 'step'
+    assert cli.main('cityscapes', _argv(demo_root, out, '--lr-type', 'step', '--lr-steps', '1',
+                                        '--stop-epoch', '1')) == 0
+    lrs = [u['lr'] for u in json.load(open(out / 'history.json'))['updates']]
+    assert lrs == pytest.approx([0.02, 0.002])
