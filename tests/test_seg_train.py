@@ -183,3 +183,37 @@ def test_step_schedule_counts_updates(demo_root, tmp_path):
                                         '--stop-epoch', '1')) == 0
     lrs = [u['lr'] for u in json.load(open(out / 'history.json'))['updates']]
     assert lrs == pytest.approx([0.02, 0.002])
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(demo_root, tmp_path):
+    """SIGKILL in the middle of training, then resume with --weights <last checkpoint>."""
+    import glob
+    import signal
+    import time
+    out = tmp_path / 'killed'
+    argv = _argv(demo_root, out, '--to-epoch', '40')
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'issegm', 'cityscapes.py')] + argv,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(glob.glob(str(out / '*_ep-*.params'))) < 2:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = sorted(glob.glob(str(out / (MINI + '_ep-*.params'))))
+    assert 2 <= len(done) < 40
+    from rn38.params import released_keys
+    import issegm
+    keys = set(released_keys(issegm.get_model(MINI)))
+    for path in done:  # every checkpoint present is complete
+        assert set(read_params(path)) == keys
+        assert os.path.isfile(path[:-len('.params')] + '.states')
+    last = done[-1]
+    epoch = int(last[-len('0000.params'):-len('.params')])
+    assert cli.main('cityscapes', _argv(demo_root, out, '--weights', last,
+                                        '--stop-epoch', str(epoch + 1))) == 0
+    history = json.load(open(out / 'history.json'))
+    assert [e['epoch'] for e in history['epochs']] == list(range(1, epoch + 2))
