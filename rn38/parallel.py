@@ -8,7 +8,10 @@ Three independent pieces, shared by the segmentation and the classification trai
   first forward keeps only the segment boundary activations, the backward pass re-runs each
   segment under ``autograd.record`` and back-propagates through it alone. The gradients
   equal those of the plain pass (same dropout masks, BatchNorm running statistics updated
-  once).
+  once). A convolution head (the FCN's ``conv6a`` + ReLU + ``linear``) is not recomputed
+  and its input gradient is a forward convolution with the flipped weights
+  (:func:`_conv_input_grad`), not MKLDNN's backward-data, whose im2col buffer for the
+  dilated 4096-channel ``conv6a`` (585 MB at crop 504) would otherwise dominate the peak.
 * :func:`parse_devices`, :func:`split_batch` -- device lists (``'cpu:2'`` makes
   multi-device code testable on one CPU) and batch slicing.
 * :func:`make_kvstore`, :func:`step_scale`, :func:`sync_initial_params` -- kvstores for
@@ -322,7 +325,9 @@ def forward_backward(net, data_list, label_list, loss_fn, mirror=False, segments
     by :func:`plan_segments` for this input shape, cached on ``net``), an int k (k
     contiguous groups of equal unit count) or a list of lists of units partitioning
     :func:`stage_segments` in order. If ``net`` exposes no segments, ``mirror`` falls back
-    to plain backward. Dropout units are re-seeded (``mx.random.seed(s, ctx)``, ``s``
+    to plain backward. A last unit made of stride-1 convolutions and ReLUs (the FCN head)
+    is split off its segment and run once, each convolution recorded on its own for its
+    parameter gradients, its input gradient computed by :func:`_conv_input_grad`. Dropout units are re-seeded (``mx.random.seed(s, ctx)``, ``s``
     drawn from MXNet's CPU generator) before each run, in both modes, so that the
     recomputation uses the masks of the first forward; BatchNorm layers in training mode
     get their running statistics saved before the first forward and restored before the
@@ -386,8 +391,96 @@ def _restore_bn(bns, saved, ctx):
         var.copyto(b.running_var.data(ctx))
 
 
+def _head_layers(unit):
+    """The layers of ``unit`` if it is a sequence of stride-1 ``nn.Conv2D`` (NCHW, one group,
+    no fused activation, padding at most ``dilation * (kernel - 1)``) and ReLU
+    ``nn.Activation`` -- a head that :func:`_head_forward` / :func:`_head_backward` can
+    run -- else None."""
+    if not isinstance(unit, nn.HybridSequential) or len(unit) == 0:
+        return None
+    layers = list(unit)
+    for layer in layers:
+        if type(layer) is nn.Conv2D:
+            kw = layer._kwargs
+            if (tuple(kw['stride']) != (1, 1) or kw['num_group'] != 1 or layer.act is not None
+                    or kw['layout'] != 'NCHW' or layer._op_name != 'Convolution'
+                    or any(p > d * (k - 1) for p, d, k in zip(kw['pad'], kw['dilate'],
+                                                              kw['kernel']))):
+                return None
+        elif not (type(layer) is nn.Activation and layer._act_type == 'relu'):
+            return None
+    return layers
+
+
+def _head_forward(layers, x):
+    """Apply the head ``layers`` (see :func:`_head_layers`) to ``x``, recording each
+    convolution on its own with a detached input, so that its backward computes the
+    parameter gradients only. Returns ``(keep, out)``: per layer what its backward needs
+    (a convolution's input and recorded output, a ReLU's output) and the detached output."""
+    keep = []
+    for layer in layers:
+        ctx = x.context
+        if isinstance(layer, nn.Conv2D):
+            args = [x, layer.weight.data(ctx)]
+            if layer.bias is not None:
+                args.append(layer.bias.data(ctx))
+            with autograd.record():
+                y = mx.nd.Convolution(*args, name='fwd', **layer._kwargs)
+            keep.append((x, y))
+            x = y.detach()
+        else:
+            x = mx.nd.relu(x)
+            keep.append(x)
+    return keep, x
+
+
+def _conv_input_grad(conv, dy):
+    """Gradient of a stride-1 ``conv``'s input given its output gradient ``dy``, as a
+    forward convolution of ``dy`` with the transposed, spatially flipped weights.
+
+    Why not autograd: MKLDNN runs a dilated convolution's backward-data as a GEMM into an
+    im2col buffer of ``C_in * kh * kw * H_out * W_out`` floats (585 MB for the A1-s8
+    ``conv6a`` at crop 504: 4096 x 9 x 63 x 63), which oneDNN keeps for the rest of the
+    process; the forward convolution of ``dy`` (``C_out`` = 512 channels) blocks its im2col
+    and needs at most ``C_out * kh * kw * H * W``."""
+    kw = conv._kwargs
+    w = conv.weight.data(dy.context)
+    flipped = mx.nd.reverse(w.transpose((1, 0, 2, 3)), axis=(2, 3))
+    pad = tuple(d * (k - 1) - p for p, d, k in zip(kw['pad'], kw['dilate'], kw['kernel']))
+    return mx.nd.Convolution(dy, flipped, kernel=kw['kernel'], dilate=kw['dilate'], pad=pad,
+                             stride=(1, 1), num_filter=w.shape[1], no_bias=True)
+
+
+def _head_backward(layers, keep, dout, need_dx):
+    """Backward of :func:`_head_forward` given the output gradient ``dout``: writes the
+    parameter gradients, returns the gradient of the head input (None unless
+    ``need_dx``)."""
+    grad = dout
+    for i in range(len(layers) - 1, -1, -1):
+        layer = layers[i]
+        if isinstance(layer, nn.Conv2D):
+            x, y = keep[i]
+            if any(p.grad_req != 'null' for p in (layer.weight, layer.bias) if p is not None):
+                autograd.backward(y, head_grads=grad)
+            grad = _conv_input_grad(layer, grad) if need_dx or i > 0 else None
+        else:
+            grad = grad * (keep[i] > 0)
+        keep[i] = None
+        if grad is not None:
+            grad.wait_to_read()
+    return grad
+
+
 def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
-    segs = _resolve_segments(net, units, segments, data_list[0].shape)
+    segs = [list(seg) for seg in _resolve_segments(net, units, segments, data_list[0].shape)]
+    # a convolution head (the FCN's conv6a + ReLU + linear) is run by _head_forward /
+    # _head_backward: no recomputation, and no MKLDNN backward-data im2col buffer
+    head = _head_layers(segs[-1][-1]) if not _has_dropout(segs[-1][-1]) else None
+    if head is not None:
+        segs[-1].pop()
+        if not segs[-1]:
+            segs.pop()
+    body = len(segs) if head is not None else len(segs) - 1   # segments run unrecorded
     bns = [[b for u in seg for b in _training_bns(u)] for seg in segs]
     states = []
     losses, counts, outputs = [], [], []
@@ -395,30 +488,45 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
         ctx = x.context
         bounds, saved = [x], []
         with autograd.train_mode():
-            for s, seg in enumerate(segs[:-1]):
+            for s in range(body):
                 saved.append(_snapshot_bn(bns[s], ctx) if bns[s] else None)
-                bounds.append(_run(seg, bounds[-1], seeds[d], ctx))
+                bounds.append(_run(segs[s], bounds[-1], seeds[d], ctx))
                 # bound the asynchronous engine to one segment in flight: its
                 # intermediate arrays are freed only after their consumers ran
                 bounds[-1].wait_to_read()
-        last_in = bounds[-1]
-        if len(segs) > 1:
-            last_in.attach_grad()
-        with autograd.record():
-            out = _run(segs[-1], last_in, seeds[d], ctx)
-            loss, count = loss_fn(out, y)
+        keep = None
+        if head is not None:
+            with autograd.train_mode():
+                keep, out = _head_forward(head, bounds[-1])
+            bounds[-1] = None                # kept in ``keep`` while needed
+            out.attach_grad()
+            with autograd.record():
+                loss, count = loss_fn(out, y)
+        else:
+            last_in = bounds[-1]
+            if len(segs) > 1:
+                last_in.attach_grad()
+            with autograd.record():
+                out = _run(segs[-1], last_in, seeds[d], ctx)
+                loss, count = loss_fn(out, y)
         losses.append(loss)
         counts.append(count)
         outputs.append(out)
-        states.append((bounds, saved))
+        states.append((bounds, saved, keep, out))
     total, scale = _scaled_backward(losses, counts)
-    for d, (loss, (bounds, saved)) in enumerate(zip(losses, states)):
+    for d, (loss, (bounds, saved, keep, out)) in enumerate(zip(losses, states)):
         ctx = data_list[d].context
         autograd.backward(loss, head_grads=mx.nd.ones_like(loss) * scale)
-        if len(segs) > 1:
-            bounds[-1].grad.wait_to_read()
-        for s in range(len(segs) - 2, -1, -1):
-            grad = bounds[s + 1].grad
+        if head is not None:
+            grad = _head_backward(head, keep, out.grad, need_dx=body > 0)
+            keep.clear()
+            first = body - 1
+        else:
+            first = len(segs) - 2
+            grad = bounds[-1].grad if len(segs) > 1 else None
+            if grad is not None:
+                grad.wait_to_read()
+        for s in range(first, -1, -1):
             bounds[s + 1] = None             # free the boundary as soon as it is used
             x = bounds[s]
             if s > 0:
@@ -429,8 +537,10 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
                 y = _run(segs[s], x, seeds[d], ctx)
             autograd.backward(y, head_grads=grad)
             del y, grad
+            grad = None
             if s > 0:
-                x.grad.wait_to_read()
+                grad = x.grad
+                grad.wait_to_read()
         bounds.clear()
     loss_total = float(sum(l.asscalar() for l in losses))
     return loss_total, total, [o.detach() for o in outputs]

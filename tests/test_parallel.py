@@ -189,6 +189,41 @@ def test_mirror_gradients_and_running_stats_equal_plain_classifier_bn_training(h
         assert_all_close(stats, stats0)
 
 
+
+@pytest.mark.parametrize('kernel,dilation,pad', [(3, 12, 12), (3, 2, 1), (3, 1, 2), (1, 1, 0)])
+def test_conv_input_grad_equals_autograd(kernel, dilation, pad):
+    """The head's input gradient (a forward convolution with flipped, transposed weights)
+    equals MXNet's convolution backward, also with a padding other than 'same'."""
+    conv = gluon.nn.Conv2D(7, kernel, padding=pad, dilation=dilation, in_channels=5)
+    conv.initialize(mx.init.Normal(0.3))
+    rs = np.random.RandomState(5)
+    x = mx.nd.array(rs.standard_normal((2, 5, 17, 13)))
+    x.attach_grad()
+    with autograd.record():
+        y = conv(x)
+    dy = mx.nd.array(rs.standard_normal(y.shape))
+    y.backward(dy)
+    np.testing.assert_allclose(P._conv_input_grad(conv, dy).asnumpy(), x.grad.asnumpy(),
+                               rtol=RTOL, atol=1e-5)
+
+
+def test_mirror_fcn_head_outside_autograd_then_trainer_step():
+    """The FCN head (conv, ReLU, conv) takes the head path of the recomputation; its
+    parameter gradients count as fresh for ``Trainer.step``; a second step gives the
+    gradients of the plain pass again (nothing stale is left from the first)."""
+    net = seg_net(hybridize=True)
+    units = P.stage_segments(net)
+    assert P._head_layers(units[-1]) is not None
+    assert P._head_layers(units[-2]) is None
+    trainer = gluon.Trainer(trainable(net), 'sgd', {'learning_rate': 0.0}, kvstore=None)
+    x, y = seg_batch()
+    for _ in range(2):
+        _, _, _, g = run(net, x, y, seg_loss, 5, mirror=True)
+        trainer.step(1)
+    _, _, _, g0 = run(net, x, y, seg_loss, 5, mirror=False)
+    assert_all_close(g, g0)
+
+
 # --------------------------------------------------------------------------- devices
 
 
