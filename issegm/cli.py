@@ -118,11 +118,12 @@ def make_config(dataset, argv=None):
                     cfg.model = label
             except ValueError:
                 pass
-    zoo.parse_label(cfg.model)
+    zoo.resolve_label(cfg.model, 'segmentation')
     if cfg.phase == 'val' and cfg.weights is None:
         raise SystemExit('--phase val needs --weights')
     if cfg.weights is not None and not os.path.isfile(cfg.weights):
-        raise SystemExit('%s: weights file not found' % cfg.weights)
+        from rn38.params import read_params
+        read_params(cfg.weights)  # raises the one-line error, with a hint for released files
     if cfg.output is None:
         cfg.output = 'output' if cfg.phase == 'train' else \
             os.path.dirname(os.path.abspath(cfg.weights))
@@ -139,7 +140,11 @@ def make_config(dataset, argv=None):
 
 
 def main(dataset, argv=None):
-    cfg = make_config(dataset, argv)
+    try:
+        cfg = make_config(dataset, argv)
+    except ValueError as err:  # a bad label or weights path: one line, no traceback
+        sys.stderr.write('error: %s\n' % err)
+        return 2
     from rn38.train import setup_logging
     logger = setup_logging(cfg.log_file, cfg.debug)
     logger.info('config: %s', vars(cfg))

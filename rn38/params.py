@@ -50,7 +50,7 @@ def released_keys(net):
 def read_params(path):
     """``{key: NDArray}`` from a released-format file; a clear error if it is not one."""
     if not os.path.isfile(path):
-        raise ParamsError('%s: no such params file' % path)
+        raise ParamsError('%s: no such params file%s' % (path, _released_hint(path)))
     try:
         loaded = mx.nd.load(path)
     except mx.base.MXNetError as err:
@@ -61,6 +61,16 @@ def read_params(path):
         raise ParamsError('%s: expected a dict of arg:NAME/aux:NAME arrays (the released '
                           'format)' % path)
     return loaded
+
+
+def _released_hint(path):
+    """For a missing released file: where to put it (nothing is downloaded)."""
+    from .zoo import RELEASED
+    name = os.path.basename(path)
+    if name in ['%s_ep-0001.params' % label for label in RELEASED]:
+        return ('; put the authors\' released %s there (see models/README.md; nothing is '
+                'downloaded)' % name)
+    return ''
 
 
 def _compatible(expected, actual):

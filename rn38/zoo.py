@@ -55,6 +55,18 @@ def label_from_weights(path):
     return m.group('label'), int(m.group('epoch'))
 
 
+def resolve_label(label, task):
+    """``(ModelSpec, stage table)`` of ``label``; ValueError listing the registered labels."""
+    if task not in REGISTERED:
+        raise ValueError('unknown task %r; valid: %s' % (task, ', '.join(REGISTERED)))
+    try:
+        spec = parse_label(label)
+        return spec, stage_table(spec.net_name, spec.feat_stride, task == 'segmentation')
+    except ValueError as err:
+        raise ValueError('%s; registered %s labels: %s'
+                         % (err, task, ', '.join(REGISTERED[task]))) from None
+
+
 def build_model(label, task, freeze_bn=False, pool_style=None, head='2conv'):
     """An uninitialised network for ``label``.
 
@@ -62,14 +74,7 @@ def build_model(label, task, freeze_bn=False, pool_style=None, head='2conv'):
     ``(N, C, ceil(H/s), ceil(W/s))`` scores). pool_style (Model A only): ``'caffe'``
     (3x3/2 max pools with pad 0, the released Model A; default) or ``'same'`` (pad 1).
     """
-    if task not in REGISTERED:
-        raise ValueError('unknown task %r; valid: %s' % (task, ', '.join(REGISTERED)))
-    try:
-        spec = parse_label(label)
-        table = stage_table(spec.net_name, spec.feat_stride, task == 'segmentation')
-    except ValueError as err:
-        raise ValueError('%s\nregistered %s labels: %s'
-                         % (err, task, ', '.join(REGISTERED[task]))) from None
+    spec, table = resolve_label(label, task)
     if pool_style not in (None, 'caffe', 'same'):
         raise ValueError('unknown pool style %r; valid: caffe, same' % pool_style)
     pool_pad = 1 if pool_style == 'same' else 0

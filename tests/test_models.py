@@ -153,8 +153,12 @@ def test_strict_loading_errors_name_file_and_key(tmp_path):
                                           r'file has \(16, 3, 5, 5\), model expects \(16, 3, 3, 3\)'):
         load_params(fresh(), p)
 
-    with pytest.raises(ParamsError, match=r'nothere\.params: no such params file'):
+    with pytest.raises(ParamsError, match=r'nothere\.params: no such params file$'):
         load_params(fresh(), str(tmp_path / 'nothere.params'))
+    released = str(tmp_path / 'cityscapes_rna-a1_cls19_s8_ep-0001.params')
+    with pytest.raises(ParamsError, match=r"ep-0001\.params: no such params file; put the "
+                                          r"authors' released cityscapes_rna-a1_cls19_s8_ep-0001"):
+        read_params(released)
     junk = tmp_path / 'junk.params'
     junk.write_bytes(b'not a params file at all')
     with pytest.raises(ParamsError, match=r'junk\.params: not an MXNet params file'):

@@ -217,3 +217,14 @@ def test_killed_run_resumes_from_its_last_checkpoint(demo_root, tmp_path):
                                         '--stop-epoch', str(epoch + 1))) == 0
     history = json.load(open(out / 'history.json'))
     assert [e['epoch'] for e in history['epochs']] == list(range(1, epoch + 2))
+
+
+def test_options_are_checked_before_any_work(tmp_path, capsys):
+    assert cli.main('cityscapes', ['--phase', 'train', '--model', 'cityscapes_rna-b_cls19']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'unknown network rna-b' in err
+    assert 'cityscapes_rna-a1_cls19_s8' in err
+    missing = str(tmp_path / 'ilsvrc-cls_rna-a1_cls1000_ep-0001.params')
+    assert cli.main('cityscapes', ['--phase', 'train', '--weights', missing]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and missing in err and 'models/README.md' in err
