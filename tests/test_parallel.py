@@ -67,12 +67,16 @@ def max_rel_diff(a, b):
     return max(np.abs(a[k] - b[k]).max() / (np.abs(b[k]).max() + 1e-12) for k in a)
 
 
-def seg_net(hybridize=False):
-    mx.random.seed(11)
-    net = issegm.get_model(SEG, freeze_bn=True)
+def _net(get_model, label, seed, hybridize, **kwargs):
+    mx.random.seed(seed)
+    net = get_model(label, **kwargs)
     if hybridize:
         net.hybridize()
     return net
+
+
+def seg_net(hybridize=False):
+    return _net(issegm.get_model, SEG, 11, hybridize, freeze_bn=True)
 
 
 def seg_batch(n=2, size=48):
@@ -84,11 +88,7 @@ def seg_batch(n=2, size=48):
 
 
 def cls_net(hybridize=False, freeze_bn=False):
-    mx.random.seed(12)
-    net = iclass.get_model(CLS, freeze_bn=freeze_bn)
-    if hybridize:
-        net.hybridize()
-    return net
+    return _net(iclass.get_model, CLS, 12, hybridize, freeze_bn=freeze_bn)
 
 
 def cls_batch(n=4, size=32):
