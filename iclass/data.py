@@ -20,9 +20,11 @@ import os
 import numpy as np
 from PIL import Image
 
+from rn38.image import IMAGENET_MEAN, IMAGENET_STD, interp_method
+
 # Network input statistics of the ``rna`` models: RGB in [0, 1], then these.
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
+MEAN = np.array(IMAGENET_MEAN, np.float32)
+STD = np.array(IMAGENET_STD, np.float32)
 
 # AlexNet-style PCA lighting noise: eigenvalues and eigenvectors (columns) of the RGB
 # covariance of ImageNet pixels in [0, 1], the values the authors train with.
@@ -145,25 +147,10 @@ def read_image(path):
 
 # ----------------------------------------------------------------------- geometry
 
-def interp_method(src_h, src_w, dst_h, dst_w, choose=True):
-    """The PIL filter for resizing ``(src_h, src_w)`` to ``(dst_h, dst_w)``.
-
-    With ``choose`` (the authors' default): Lanczos ("antialias") when both sides shrink,
-    bicubic when both grow, bilinear otherwise. Without: always bicubic.
-    """
-    if not choose:
-        return Image.BICUBIC
-    if dst_h < src_h and dst_w < src_w:
-        return Image.LANCZOS
-    if dst_h > src_h and dst_w > src_w:
-        return Image.BICUBIC
-    return Image.BILINEAR
-
-
 def resize(image, height, width, choose=True):
     """PIL resize of a ``uint8`` ``(H, W, 3)`` array with :func:`interp_method`."""
     h, w = image.shape[:2]
-    method = interp_method(h, w, height, width, choose)
+    method = interp_method((h, w), (height, width), choose)
     return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height),
                                                                           method))
 

@@ -21,7 +21,6 @@ import mxnet as mx
 from tqdm import tqdm
 
 from rn38 import zoo
-from rn38.params import ParamsError  # noqa: F401  (re-exported for callers)
 
 from . import data as cls_data
 

@@ -70,25 +70,15 @@ import numpy as np
 from PIL import Image
 
 from rn38.atomic import atomic_write_bytes, write_json
+from rn38.image import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, interp_method
 
 from .datasets import DataError, read_image, read_label
 from .metrics import ConfusionMatrix
+from .transforms import make_divisible
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_RESAMPLING = getattr(Image, 'Resampling', Image)
-BICUBIC = _RESAMPLING.BICUBIC
-BILINEAR = _RESAMPLING.BILINEAR
-LANCZOS = _RESAMPLING.LANCZOS
 
 
 # ----------------------------------------------------------------------------- geometry
-
-def make_divisible(value, divisor):
-    """Smallest multiple of ``divisor`` that is >= ``value``."""
-    return int(math.ceil(float(value) / divisor) * divisor)
-
 
 def scaled_size(height, width, scale):
     """``(h, w)`` with the longer side equal to ``scale`` (None: unchanged), as the authors."""
@@ -97,17 +87,6 @@ def scaled_size(height, width, scale):
     if width >= height:
         return int(np.round(1.0 * scale * height / width)), int(scale)
     return int(scale), int(np.round(1.0 * scale * width / height))
-
-
-def interp_method(src_hw, dst_hw):
-    """The authors' filter choice: LANCZOS if both sides shrink, BICUBIC if both grow,
-    BILINEAR otherwise (PIL constants)."""
-    (h0, w0), (h1, w1) = src_hw, dst_hw
-    if h1 < h0 and w1 < w0:
-        return LANCZOS
-    if h1 > h0 and w1 > w0:
-        return BICUBIC
-    return BILINEAR
 
 
 def resize_image(image, size_hw):

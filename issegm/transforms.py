@@ -35,10 +35,10 @@ from collections import namedtuple
 import numpy as np
 from PIL import Image
 
+from rn38.image import IMAGENET_MEAN, IMAGENET_STD
+
 from .datasets import DataError, IGNORE_LABEL, decode_image, decode_label, read_file_bytes
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 CropParams = namedtuple('CropParams', ['target_long_side', 'window', 'top', 'left', 'flip'])
 CropParams.__doc__ = """Random draws for one training sample.

@@ -9,10 +9,10 @@ from mxnet.gluon import nn
 
 import issegm
 from issegm.datasets import DataError, get_dataset_spec, list_samples
-from issegm.evaluate import (BICUBIC, BILINEAR, LANCZOS, SegPredictor, evaluate, interp_method,
-                             official_cityscapes_eval, output_paths, receptive_radius,
-                             resize_maps, scaled_size)
+from issegm.evaluate import (SegPredictor, evaluate, official_cityscapes_eval, output_paths,
+                             receptive_radius, resize_maps, scaled_size)
 from issegm.metrics import ConfusionMatrix
+from rn38.image import BICUBIC, BILINEAR, LANCZOS, interp_method
 from rn38.zoo import build_model
 
 MINI = 'cityscapes_rna-a1-mini_cls19_s8'

@@ -112,11 +112,11 @@ def test_missing_and_unreadable_images(tmp_path):
 # ------------------------------------------------------------------- preprocessing
 
 def test_interp_method_choice():
-    assert D.interp_method(48, 64, 40, 53) == Image.LANCZOS      # both shrink
-    assert D.interp_method(48, 64, 56, 75) == Image.BICUBIC      # both grow
-    assert D.interp_method(48, 64, 56, 56) == Image.BILINEAR     # mixed
-    assert D.interp_method(48, 64, 48, 70) == Image.BILINEAR     # one side unchanged
-    assert D.interp_method(48, 64, 40, 53, choose=False) == Image.BICUBIC
+    assert D.interp_method((48, 64), (40, 53)) == Image.LANCZOS      # both shrink
+    assert D.interp_method((48, 64), (56, 75)) == Image.BICUBIC      # both grow
+    assert D.interp_method((48, 64), (56, 56)) == Image.BILINEAR     # mixed
+    assert D.interp_method((48, 64), (48, 70)) == Image.BILINEAR     # one side unchanged
+    assert D.interp_method((48, 64), (40, 53), choose=False) == Image.BICUBIC
 
 
 def test_resize_shorter_and_crops():
