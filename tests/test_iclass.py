@@ -466,14 +466,22 @@ def test_cli_bad_input_is_one_line(imagenet, weights, tmp_path, capsys):
 
 # ------------------------------------------------------------------------ training
 
+TRAIN_LABEL = 'demo-cls_rna-a1-mini_cls5'
+
+
+def train_setup(tmp_path, per_class, **options):
+    """A 5-class generated folder and a training config of the mini net on it:
+    ``(root, output folder, label, Config)``."""
+    root, out = str(tmp_path / 'data'), str(tmp_path / 'out')
+    make_imagenet(root, classes=5, per_class=per_class)
+    cfg = T.Config(phase='train', data_root=root, split='train', model=TRAIN_LABEL, output=out,
+                   crop_size=32, progress=False, **options)
+    return root, out, TRAIN_LABEL, cfg
+
+
 def test_short_training_lowers_loss_and_resumes(tmp_path):
-    root = str(tmp_path / 'data')
-    make_imagenet(root, classes=5, per_class=4)
-    out = str(tmp_path / 'out')
-    label = 'demo-cls_rna-a1-mini_cls5'
-    cfg = T.Config(phase='train', data_root=root, split='train', model=label, output=out,
-                   batch_images=10, crop_size=32, base_lr=0.1, lr_type='linear', to_epoch=6,
-                   stop_epoch=4, progress=False)
+    root, out, label, cfg = train_setup(tmp_path, 4, batch_images=10, base_lr=0.1,
+                                        lr_type='linear', to_epoch=6, stop_epoch=4)
     history = T.train(cfg)
     losses = [e['loss'] for e in history['epochs']]
     assert len(losses) == 4
@@ -519,13 +527,9 @@ def test_validation_on_two_devices_matches_one(imagenet, weights, tmp_path):
 
 
 def test_training_on_two_devices_with_mirror(tmp_path):
-    root = str(tmp_path / 'data')
-    make_imagenet(root, classes=5, per_class=2)
-    out = str(tmp_path / 'out')
-    label = 'demo-cls_rna-a1-mini_cls5'
-    cfg = T.Config(phase='train', data_root=root, split='train', model=label, output=out,
-                   batch_images=4, crop_size=32, base_lr=0.05, lr_type='step', lr_steps=(1,),
-                   to_epoch=1, gpus='cpu:2', backward_do_mirror=True, progress=False)
+    _, out, label, cfg = train_setup(tmp_path, 2, batch_images=4, base_lr=0.05, lr_type='step',
+                                     lr_steps=(1,), to_epoch=1, gpus='cpu:2',
+                                     backward_do_mirror=True)
     history = T.train(cfg)
     lrs = [u['lr'] for u in history['updates']]
     assert lrs == pytest.approx([0.05, 0.005])          # 10 images, batches of 4: 2 updates
