@@ -9,8 +9,9 @@ Split lists are in the authors' format, one image a line, tab separated::
 ``<data root>/<split>.lst`` and then where the authors keep theirs,
 ``iclass/data/<dataset>/<split>.lst`` in this package.
 
-Images are read with PIL as RGB ``uint8`` arrays ``(H, W, 3)``; every resize goes through
-PIL with the filter the authors pick (:func:`interp_method`). All randomness of the training
+Images are read by :func:`rn38.image.read_image` (the decoder of both tasks) as RGB
+``uint8`` arrays ``(H, W, 3)``; every resize goes through PIL with the filter the authors
+pick (:func:`interp_method`). All randomness of the training
 transform comes from the random generator handed to it, so a sample depends
 only on ``(seed, epoch, index)`` (see :class:`rn38.loader.BatchLoader`); both
 ``numpy.random.Generator`` and the legacy ``RandomState`` are accepted.
@@ -20,11 +21,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from rn38.image import IMAGENET_MEAN, IMAGENET_STD, interp_method
-
-# Network input statistics of the ``rna`` models: RGB in [0, 1], then these.
-MEAN = np.array(IMAGENET_MEAN, np.float32)
-STD = np.array(IMAGENET_STD, np.float32)
+from rn38.image import DataError, interp_method, normalize, read_image  # noqa: F401
 
 # AlexNet-style PCA lighting noise: eigenvalues and eigenvectors (columns) of the RGB
 # covariance of ImageNet pixels in [0, 1], the values the authors train with.
@@ -37,10 +34,6 @@ PCA_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
 GREY = np.array([0.299, 0.587, 0.114], np.float32)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-class DataError(ValueError):
-    """A split list or an image that cannot be used; the message names the file."""
 
 
 def randint(rng, high):
@@ -134,17 +127,6 @@ def check_images(split_list):
             raise DataError('%s: image not found (listed in %s)' % (image, split_list.where(i)))
 
 
-def read_image(path):
-    """RGB ``uint8`` array ``(H, W, 3)``; DataError naming the file if it cannot be read."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert('RGB'), dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError('%s: image not found' % path) from None
-    except (OSError, ValueError) as err:
-        raise DataError('%s: cannot read image (%s)' % (path, err)) from None
-
-
 # ----------------------------------------------------------------------- geometry
 
 def resize(image, height, width, choose=True):
@@ -182,12 +164,6 @@ def crop_offsets(h, w, size, three=False):
     if h > w:
         return [(0, x0), (y0, x0), (h - size, x0)]
     return [(y0, 0), (y0, x0), (y0, w - size)]
-
-
-def normalize(image01):
-    """``(H, W, 3)`` float RGB in [0, 1] -> ``(3, H, W)`` float32 with :data:`MEAN`/:data:`STD`."""
-    out = (np.asarray(image01, np.float32) - MEAN) / STD
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
 # ----------------------------------------------------------------------- transforms

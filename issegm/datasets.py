@@ -6,26 +6,24 @@ ADE20K ``1..150`` with ``0`` = other); the networks use *train ids* ``0..classes
 ``255`` = ignore. The mapping happens exactly once, in :func:`read_label`, through the
 ``label_to_train`` lookup table; predictions go back through ``train_to_label``.
 
-Every problem with a file is a :class:`DataError` whose one-line message starts with
+Every problem with a file is a :class:`DataError` (:mod:`rn38.image`, shared with the
+classification tools, which also decode the images) whose one-line message starts with
 the offending path.
 """
 import glob
 import io
 import os
 
-import cv2
 import numpy as np
 from PIL import Image
+
+from rn38.image import DataError, decode_image, read_file_bytes, read_image  # noqa: F401
 
 IGNORE_LABEL = 255
 
 DATASET_NAMES = ('cityscapes', 'voc', 'ade20k')
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm')
-
-
-class DataError(ValueError):
-    """A dataset file or folder that cannot be used; the message starts with its path."""
 
 
 class DatasetSpec:
@@ -255,30 +253,6 @@ def list_samples(spec, data_root, split):
 
 
 # ----------------------------------------------------------------------------- reading
-
-def read_file_bytes(path):
-    """The encoded bytes of ``path`` (for caching); DataError if it cannot be read."""
-    try:
-        with open(path, 'rb') as f:
-            return f.read()
-    except OSError as err:
-        raise DataError('%s: cannot read file (%s)' % (path, err.strerror or err)) from None
-
-
-def decode_image(buf, path):
-    """Encoded bytes -> ``np.uint8 (H, W, 3)`` RGB; ``path`` is for error messages."""
-    im = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
-    if im is None:
-        raise DataError('%s: cannot read image (not a decodable image file)' % path)
-    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
-
-
-def read_image(path):
-    """``np.uint8 (H, W, 3)`` RGB pixels of an image file (grey images are expanded)."""
-    if not os.path.isfile(path):
-        raise DataError('%s: cannot read image (no such file)' % path)
-    return decode_image(read_file_bytes(path), path)
-
 
 def decode_label(spec, buf, path, image_shape=None):
     """Encoded label PNG bytes -> ``np.uint8 (H, W)`` train ids; see :func:`read_label`."""

@@ -12,7 +12,10 @@ Per image, as the authors' file iterator does:
    image coordinates is ``sy - d0``: it may start up to ``d0`` rows above the image, and
    when the image is smaller than the window it only moves within one stride cell, the
    rest being mean-coloured padding (labels 255). Same for columns;
-3. the window is resized to ``crop x crop``: image bicubic, label nearest;
+3. the window is resized to ``crop x crop`` with PIL: the image with the filter of the
+   authors' ``get_interp_method`` (their training entries set
+   ``choose_interpolation_method``): LANCZOS when the window is larger than the crop
+   (shrinking), BICUBIC when smaller (enlarging), BILINEAR when equal; labels NEAREST;
 4. labels are taken at the centre of each stride cell, rows/columns ``s//2 + k*s``;
 5. image and labels are flipped horizontally with probability 1/2;
 6. pixels are scaled to [0, 1] and normalised by the ImageNet mean and std.
@@ -20,14 +23,10 @@ Per image, as the authors' file iterator does:
 This module reproduces those steps without the canvas: only the window is copied (with
 mean-coloured padding where it leaves the image) and resized, and only the ``(crop/s)^2``
 label samples are looked up, with the index arithmetic of Pillow's nearest resize. For
-the same random draws the output equals the canvas algorithm's bit for bit
-(:func:`canvas_reference_transform`, used by tests and ``scripts/bench_data.py``).
-
-Resampling: Pillow's ``BICUBIC`` (the authors' ``Image.CUBIC``). Pillow resizes by
-convolution with the cubic kernel widened by the shrink factor, so shrinking is
-antialiased by the same bicubic filter and enlarging is plain bicubic interpolation; we
-keep it rather than cv2 ``INTER_AREA`` (box filter) to match the authors' resampling, and
-it is cheap here because only the window (at most about 720x720 for a 504 crop) is resized.
+the same random draws the output equals, bit for bit, a transcription of the authors'
+canvas code in ``tests/test_seg_data.py`` (``authors_read``), which
+``scripts/bench_data.py`` also times. Resizing only the window is cheap: at most about
+720x720 pixels for a 504 crop.
 """
 import os
 from collections import namedtuple
@@ -35,9 +34,10 @@ from collections import namedtuple
 import numpy as np
 from PIL import Image
 
-from rn38.image import IMAGENET_MEAN, IMAGENET_STD
+from rn38.image import (IMAGENET_MEAN, IMAGENET_STD, DataError, decode_image, interp_method,
+                        normalization_lut, read_file_bytes)
 
-from .datasets import DataError, IGNORE_LABEL, decode_image, decode_label, read_file_bytes
+from .datasets import IGNORE_LABEL, decode_label
 
 
 CropParams = namedtuple('CropParams', ['target_long_side', 'window', 'top', 'left', 'flip'])
@@ -86,14 +86,6 @@ def nearest_source_index(window, crop_size):
     step = float(window) / crop_size
     positions = np.cumsum(np.concatenate([[step * 0.5], np.full(crop_size - 1, step)]))
     return positions.astype(np.int64)
-
-
-def normalization_lut(mean, std):
-    """``float32 (3, 256)``: ``(v / 255 - mean[c]) / std[c]`` for every uint8 value v."""
-    values = np.arange(256, dtype=np.float64) / 255.0
-    lut = (values[None, :] - np.asarray(mean, np.float64)[:, None]) / \
-        np.asarray(std, np.float64)[:, None]
-    return lut.astype(np.float32)
 
 
 class SegTrainTransform:
@@ -178,7 +170,7 @@ class SegTrainTransform:
             if y1 > y0 and x1 > x0:
                 window[y0 - top:y1 - top, x0 - left:x1 - left] = image[y0:y1, x0:x1]
         resized = np.asarray(Image.fromarray(np.ascontiguousarray(window)).resize(
-            (crop, crop), Image.BICUBIC))
+            (crop, crop), interp_method((win, win), (crop, crop))))
         # labels at the stride-cell centres of the resized window (Pillow NEAREST indices)
         centres = nearest_source_index(win, crop)[stride // 2::stride]
         rows, cols = centres + top, centres + left
@@ -195,45 +187,6 @@ class SegTrainTransform:
 
     def __call__(self, image, label, rng=None):
         return self.apply(image, label, self.sample_params(image.shape[:2], rng))
-
-
-def canvas_reference_transform(transform, image, label, params, max_shape):
-    """The authors' algorithm, step by step, for the same draws: a float32 canvas of side
-    ``max(max_crop_window, max(max_shape)) + d1 + d0`` filled with the mean colour, the image
-    pasted at ``d0``, the window cropped and cast to uint8, resized (bicubic / nearest),
-    labels sampled at ``s//2 + k*s``, flipped, normalised. Slow (it allocates the canvas per
-    image); kept to check :class:`SegTrainTransform` and for ``scripts/bench_data.py``.
-
-    ``max_shape``: ``(max_H, max_W)`` of the dataset's images, pixels.
-    """
-    crop, stride = transform.crop_size, transform.feat_stride
-    h, w = image.shape[:2]
-    max_h, max_w = max_shape
-    min_rate = 1.0 * transform.target_size_range[0] / max(max_h, max_w)
-    max_window = int(crop / min_rate)
-    rate = 1.0 * params.target_long_side / max(h, w)
-    win = int(crop / rate)
-    stride_src = stride / rate
-    d0 = max(1, int(stride_src // 2))
-    d1 = max(0, int(stride_src - d0))
-    size = max(max_window, max_h, max_w) + d1 + d0
-    canvas = np.zeros((size, size, 3), np.float32)
-    canvas += np.asarray(transform.mean, np.float32) * 255
-    canvas[d0:d0 + h, d0:d0 + w, :] = image
-    canvas_label = np.full((size, size), transform.ignore_label, np.uint8)
-    canvas_label[d0:d0 + h, d0:d0 + w] = label
-    sy, sx = params.top + d0, params.left + d0
-    window = canvas[sy:sy + win, sx:sx + win, :].astype(np.uint8)
-    resized = np.asarray(Image.fromarray(window).resize((crop, crop), Image.BICUBIC))
-    window_label = canvas_label[sy:sy + win, sx:sx + win]
-    resized_label = np.asarray(Image.fromarray(window_label).resize((crop, crop),
-                                                                    Image.NEAREST))
-    samples = resized_label[stride // 2:crop:stride, stride // 2:crop:stride]
-    if params.flip:
-        resized, samples = resized[:, ::-1], samples[:, ::-1]
-    data = (resized.astype(np.float64) / 255 - np.asarray(transform.mean)) / \
-        np.asarray(transform.std)
-    return data.astype(np.float32).transpose(2, 0, 1), samples.astype(np.float32).ravel()
 
 
 class SegTrainDataset:

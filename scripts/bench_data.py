@@ -8,7 +8,9 @@ into a temporary folder, then per sample reads image + label PNG and produces a 
 (stride 8, longer side 0.7-1.3 x 2048) with
 
   (a) canvas: the authors' algorithm (image pasted into a mean-filled float canvas of about
-      2048x2048x3, window cropped, resized) - issegm.transforms.canvas_reference_transform;
+      2048x2048x3, window cropped, resized with their filter rule), as transcribed from
+      their issegm/data.py in tests/test_seg_data.py (``authors_read``), followed by the
+      normalisation ``(v / 255 - mean) / std``;
   (b) ours:   issegm.transforms.SegTrainTransform (only the window is copied and resized).
 
 Times are CPU seconds of this single-threaded process per sample (= core-seconds; OpenCV
@@ -31,10 +33,12 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))
 
 from make_demo_data import make_demo_dataset  # noqa: E402
 from issegm.datasets import get_dataset_spec, list_samples, read_image, read_label  # noqa: E402
-from issegm.transforms import SegTrainTransform, canvas_reference_transform  # noqa: E402
+from issegm.transforms import SegTrainTransform  # noqa: E402
+from test_seg_data import authors_draws, authors_read  # noqa: E402
 
 CROP, STRIDE, ORIGIN, SCALES, MAX_SHAPE = 504, 8, 2048, (0.7, 1.3), (1024, 2048)
 
@@ -43,7 +47,11 @@ def run_canvas(transform, spec, sample, rng):
     image = read_image(sample[0])
     label = read_label(spec, sample[1], image.shape)
     params = transform.sample_params(image.shape[:2], rng)
-    return canvas_reference_transform(transform, image, label, params, MAX_SHAPE)
+    rim, labels, _ = authors_read(image, label, *authors_draws(params, image.shape[:2], STRIDE),
+                                  crop=CROP, stride=STRIDE, origin_size=ORIGIN,
+                                  scale_rate_range=SCALES, max_shape=MAX_SHAPE)
+    data = (rim / 255.0 - np.asarray(transform.mean)) / np.asarray(transform.std)
+    return data.astype(np.float32).transpose(2, 0, 1), labels
 
 
 def run_ours(transform, spec, sample, rng):

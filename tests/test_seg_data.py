@@ -1,5 +1,6 @@
 """Segmentation data: dataset specs, listing, reading, the training transform, the loader."""
 import importlib.util
+import io
 import os
 
 import cv2
@@ -10,8 +11,7 @@ from PIL import Image
 from issegm.datasets import (DATASET_NAMES, DataError, get_dataset_spec, list_samples,
                              read_image, read_label)
 from issegm.transforms import (CropParams, SegTrainDataset, SegTrainTransform,
-                               canvas_reference_transform, crop_window_range,
-                               nearest_source_index)
+                               crop_window_range, nearest_source_index)
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts')
 
@@ -217,6 +217,75 @@ def test_read_image_rgb_and_grey(tmp_path):
     assert grey.shape == (2, 5, 3) and (grey == 77).all()
 
 
+def pil_authors_image(path):
+    """The authors' image reading: ``np.array(Image.open(path).convert('RGB'))`` (PIL, which
+    leaves EXIF orientation alone)."""
+    return np.array(Image.open(path).convert('RGB'))
+
+
+def test_decoding_equals_pil_and_ignores_exif_orientation(tmp_path):
+    """One decoder for both tasks (rn38.image), pixels as the authors' PIL reading; a JPEG
+    tagged 'rotate 90' (EXIF Orientation 6) keeps its stored 30x40 layout."""
+    import iclass.data
+    import rn38.image
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = str(tmp_path / 'rotated.jpg')
+    Image.fromarray(rgb).save(rotated, quality=90, exif=exif.tobytes())
+    assert Image.open(rotated).getexif()[0x0112] == 6
+    assert cv2.imread(rotated).shape[:2] == (40, 30)       # what plain cv2 decoding does
+    files = {'rotated.jpg': None}
+    for mode in ('RGB', 'L', 'P', 'RGBA', 'LA'):
+        name = 'im_%s.png' % mode
+        Image.fromarray(rgb).convert(mode).save(str(tmp_path / name))
+        files[name] = None
+    for mode in ('RGB', 'L'):
+        name = 'im_%s.jpg' % mode
+        Image.fromarray(rgb).convert(mode).save(str(tmp_path / name), quality=90)
+        files[name] = None
+    assert iclass.data.read_image is rn38.image.read_image is read_image
+    for name in files:
+        path = str(tmp_path / name)
+        out = read_image(path)
+        assert out.shape == (30, 40, 3) and out.dtype == np.uint8, name
+        np.testing.assert_array_equal(out, pil_authors_image(path), err_msg=name)
+
+
+def test_empty_and_corrupt_images_are_data_errors(tmp_path):
+    import iclass.data
+    empty = str(tmp_path / 'empty.jpg')
+    open(empty, 'wb').close()
+    with pytest.raises(DataError) as err:
+        read_image(empty)
+    assert str(err.value) == '%s: cannot read image (empty file)' % empty
+    truncated = str(tmp_path / 'truncated.jpg')
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buf, 'JPEG')
+    with open(truncated, 'wb') as f:
+        f.write(buf.getvalue()[:20])
+    garbage = str(tmp_path / 'garbage.png')
+    with open(garbage, 'wb') as f:
+        f.write(b'\x00' * 100)
+    for path in (truncated, garbage):
+        with pytest.raises(DataError, match='^%s: cannot read image' % path):
+            read_image(path)
+    # the classification dataset raises the same error type, naming the file and list line
+    with open(str(tmp_path / 's.lst'), 'w') as f:
+        f.write('0\t0\tempty.jpg\n')
+    split = iclass.data.load_split(str(tmp_path), 's', classes=1)
+    with pytest.raises(DataError, match=r'empty\.jpg: cannot read image \(empty file\).*line 1'):
+        iclass.data.ImageListDataset(split, iclass.data.EvalTransform(8))[0]
+    # and so does the segmentation training dataset
+    spec = get_dataset_spec('cityscapes')
+    label = str(tmp_path / 'l.png')
+    write_png(label, np.full((16, 16), 7, np.uint8))
+    ds = SegTrainDataset(spec, [(empty, label)], SegTrainTransform(16, 8, 16))
+    with pytest.raises(DataError, match='^%s: cannot read image' % empty):
+        ds[0]
+
+
 def test_read_label_maps_to_train_ids(tmp_path):
     spec = get_dataset_spec('cityscapes')
     raw = np.array([[7, 8, 26], [0, 33, 1]], np.uint8)  # road sidewalk car / unlabeled bicycle ego
@@ -235,7 +304,7 @@ def test_read_label_maps_to_train_ids(tmp_path):
 def test_read_errors_start_with_the_path(tmp_path):
     spec = get_dataset_spec('cityscapes')
     missing = str(tmp_path / 'missing.png')
-    with pytest.raises(DataError, match='^%s: cannot read image' % missing):
+    with pytest.raises(DataError, match='^%s: image not found$' % missing):
         read_image(missing)
     with pytest.raises(DataError, match='^%s: cannot read label' % missing):
         read_label(spec, missing)
@@ -342,18 +411,101 @@ def test_transform_pads_small_images_like_the_original():
                                atol=1e-6)
 
 
+def authors_interp(imh_src, imw_src, imh_dst, imw_dst):
+    """The authors' ``util.util.get_interp_method`` with ``choose_interpolation_method`` set
+    (their training entries set it): ANTIALIAS (= LANCZOS) when both sides shrink, CUBIC
+    when both grow, LINEAR otherwise."""
+    if imh_dst < imh_src and imw_dst < imw_src:
+        return Image.LANCZOS
+    elif imh_dst > imh_src and imw_dst > imw_src:
+        return Image.BICUBIC
+    return Image.BILINEAR
+
+
+def authors_read(im, label, target_size, sy, sx, do_flipping, crop, stride, origin_size,
+                 scale_rate_range, max_shape, rgb_mean=MEAN * 255):
+    """One image of the authors' ``issegm/data.py`` ``FileIter._read`` (PIL; crops_per_image
+    = label_steps = 1), transcribed, given its random draws (``target_size``; canvas origin
+    ``sy, sx``; ``do_flipping``). Returns the resized uint8 ``(crop, crop, 3)`` crop before
+    their ``transformer_image`` and the float32 labels ``((crop/stride)^2,)``."""
+    max_h, max_w = max_shape
+    target_size_range = [int(_ * origin_size) for _ in scale_rate_range]
+    min_rate = 1. * target_size_range[0] / max(max_h, max_w)
+    max_crop_size = int(crop / min_rate)
+    h, w = im.shape[:2]
+    rate = 1. * target_size / max(h, w)
+    crop_size = int(crop / rate)
+    label_stride = stride / rate
+    d0 = max(1, int(label_stride // 2))
+    d1 = max(0, int(label_stride - d0))
+    nim_size = max(max_crop_size, max_h, max_w) + d1 + d0
+    nim = np.zeros((nim_size, nim_size, 3), np.single)
+    nim += rgb_mean.reshape((1, 1, 3))
+    nim[d0:d0 + h, d0:d0 + w, :] = im
+    nlabel = 255 * np.ones((nim_size, nim_size), np.uint8)
+    nlabel[d0:d0 + h, d0:d0 + w] = label
+    tim = nim[sy:sy + crop_size, sx:sx + crop_size, :].astype(np.uint8)
+    assert tim.shape[0] == tim.shape[1] == crop_size
+    method = authors_interp(crop_size, crop_size, crop, crop)
+    rim = np.array(Image.fromarray(tim).resize((crop, crop), method))
+    tlabel = nlabel[sy:sy + crop_size, sx:sx + crop_size]
+    rlabel = Image.fromarray(tlabel).resize((crop, crop), Image.NEAREST)
+    lsy = lsx = stride // 2
+    rlabel = np.array(rlabel)[lsy:crop:stride, lsx:crop:stride]
+    if do_flipping:
+        rim = rim[:, ::-1, :]
+        rlabel = rlabel[:, ::-1]
+    return rim, rlabel.flatten().astype(np.single), method
+
+
+def authors_draws(params, image_hw, stride):
+    """Our :class:`CropParams` as the authors' draws: canvas origin = window origin + d0."""
+    rate = 1. * params.target_long_side / max(image_hw)
+    d0 = max(1, int((stride / rate) // 2))
+    return params.target_long_side, params.top + d0, params.left + d0, params.flip
+
+
 @pytest.mark.parametrize('shape', [(96, 192), (30, 50), (200, 120)])
-def test_transform_equals_canvas_algorithm(shape):
+def test_transform_equals_authors_file_iterator(shape):
+    """Same draws -> the same labels and the same resized pixels as the transcription of
+    the authors' code, for shrinking (LANCZOS), enlarging (BICUBIC) and unchanged (BILINEAR)
+    windows. The pixels are compared after the normalisation ``(v / 255 - mean) / std``
+    (float64, rounded to float32): the authors' ``util/transformer.py`` (ColorScale,
+    ColorNormalize) is not in their published tree, so its float arithmetic is assumed."""
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
     label = rng.integers(0, 19, shape, dtype=np.uint8)
     t = SegTrainTransform(48, 8, 192, (0.7, 1.3), rng=rng)
-    for _ in range(12):
-        params = t.sample_params(shape)
+    draws = [t.sample_params(shape) for _ in range(16)]
+    # the window equal to the crop (rate 1): BILINEAR
+    draws.append(CropParams(max(shape), 48, 0, 0, False))
+    methods = set()
+    for params in draws:
         data, out = t.apply(image, label, params)
-        ref_data, ref_out = canvas_reference_transform(t, image, label, params, (200, 200))
+        rim, ref_out, method = authors_read(image, label, *authors_draws(params, shape, 8),
+                                            crop=48, stride=8, origin_size=192,
+                                            scale_rate_range=(0.7, 1.3), max_shape=(200, 200))
+        methods.add(method)
+        ref_data = ((rim / 255.0 - MEAN) / STD).astype(np.float32).transpose(2, 0, 1)
         np.testing.assert_array_equal(data, ref_data)
         np.testing.assert_array_equal(out, ref_out)
+    shrinks = max(shape) > int(0.7 * 192)     # some drawn targets are below the image size
+    assert methods == {Image.BICUBIC, Image.BILINEAR} | ({Image.LANCZOS} if shrinks else set())
+
+
+def test_transform_is_not_always_bicubic():
+    """A shrinking window is resized with LANCZOS: a plain BICUBIC resize differs."""
+    rng = np.random.default_rng(30)
+    image = rng.integers(0, 256, (96, 192, 3), dtype=np.uint8)
+    label = np.zeros((96, 192), np.uint8)
+    t = SegTrainTransform(48, 8, 192, (0.7, 1.3))
+    params = CropParams(134, 68, 10, 20, False)   # window 68 > crop 48: shrinking
+    data, _ = t.apply(image, label, params)
+    window = image[10:78, 20:88]
+    lanczos = np.asarray(Image.fromarray(window).resize((48, 48), Image.LANCZOS))
+    bicubic = np.asarray(Image.fromarray(window).resize((48, 48), Image.BICUBIC))
+    np.testing.assert_array_equal(data, normalized(lanczos))
+    assert not np.array_equal(lanczos, bicubic)
 
 
 def test_flip_consistency():
