@@ -30,7 +30,14 @@ class BootstrappedSoftmaxLoss:
     ``min_kept`` lowest-probability pixels are kept instead (all valid pixels if fewer).
     ``__call__(scores (N, C, h, w), label (N, h*w)) -> (loss_sum, kept)``: NDArray
     scalars; the loss of the batch is ``loss_sum / kept``.
+
+    Called once per device on its slice of the batch, as the authors' OHEM softmax runs on
+    each device: the hard pixels are chosen per device, each device's gradient is divided
+    by its own ``kept`` and the devices are averaged (``normalization = 'device'``, see
+    :func:`rn38.parallel.forward_backward`).
     """
+
+    normalization = 'device'
 
     def __init__(self, thresh=0.6, min_kept=256, ignore_label=IGNORE_LABEL):
         self.thresh, self.min_kept, self.ignore_label = thresh, min_kept, ignore_label

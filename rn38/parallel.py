@@ -3,7 +3,8 @@
 Three independent pieces, shared by the segmentation and the classification trainers:
 
 * :func:`forward_backward` -- forward + backward over per-device batch slices, gradients
-  normalised by the *global* count, optionally with segment recomputation (``mirror``):
+  normalised by the global count, or per device (the loss's ``normalization``), optionally
+  with segment recomputation (``mirror``):
   the network is cut into segments (:func:`stage_segments`, :func:`plan_segments`); the
   first forward keeps only the segment boundary activations, the backward pass re-runs each
   segment under ``autograd.record`` and back-propagates through it alone. The gradients
@@ -316,10 +317,17 @@ def forward_backward(net, data_list, label_list, loss_fn, mirror=False, segments
     ``data_list``/``label_list``: one ``(n_d, 3, H, W)`` float32 / label NDArray per
     device (see :func:`split_batch`). ``loss_fn(scores, label) -> (loss_sum, count)``:
     NDArray scalars, e.g. the summed loss of the kept pixels and their number. The
-    gradient written into each parameter (grad_req ``'write'``) is
-    ``d(sum_d loss_sum_d / sum_d count_d) / dparam`` on every device, i.e. normalised by
-    the global count: after a kvstore reduction over devices, ``trainer.step(1)`` makes
-    the update of one device with the whole batch.
+    gradient written into each parameter (grad_req ``'write'``) on device d is that of
+
+    * ``loss_sum_d / sum_e count_e`` if ``loss_fn.normalization`` is ``'global'`` (the
+      default when the attribute is absent): after the kvstore sums the devices,
+      ``trainer.step(1)`` makes the update of one device with the whole batch (the
+      authors' classification: ``rescale_grad = 1 / batch size``);
+    * ``loss_sum_d / (count_d * D)`` (0 if ``count_d`` is 0) with ``'device'``: each
+      device normalised by its own count, then averaged over the ``D`` devices (the
+      authors' segmentation: their OHEM softmax normalises by the pixels it keeps on its
+      device, and ``rescale_grad = 1 / D``). Not the update of one device with the whole
+      batch when the counts differ.
 
     ``mirror``: segment recomputation (memory saving). ``segments``: None (automatic plan
     by :func:`plan_segments` for this input shape, cached on ``net``), an int k (k
@@ -359,11 +367,17 @@ def _dropout_seeds(units, num_devices):
             for d in range(num_devices)]
 
 
-def _scaled_backward(losses, counts):
-    totals = [c.asscalar() for c in counts]
+def _scaled_backward(losses, counts, loss_fn):
+    """``(summed count, [head gradient scale of each device's loss])``, see
+    :func:`forward_backward`."""
+    totals = [float(c.asscalar()) for c in counts]
     total = float(sum(totals))
-    scale = 1.0 / total if total > 0 else 0.0
-    return total, scale
+    mode = getattr(loss_fn, 'normalization', 'global')
+    if mode == 'device':
+        return total, [1.0 / (c * len(totals)) if c > 0 else 0.0 for c in totals]
+    if mode != 'global':
+        raise ValueError('unknown loss normalization %r; valid: global, device' % mode)
+    return total, [1.0 / total if total > 0 else 0.0] * len(totals)
 
 
 def _plain(net, data_list, label_list, loss_fn, segments=None, seeds=None):
@@ -375,8 +389,8 @@ def _plain(net, data_list, label_list, loss_fn, segments=None, seeds=None):
             losses.append(loss)
             counts.append(count)
             outputs.append(out)
-    total, scale = _scaled_backward(losses, counts)
-    autograd.backward(losses, head_grads=[mx.nd.ones_like(l) * scale for l in losses])
+    total, scales = _scaled_backward(losses, counts, loss_fn)
+    autograd.backward(losses, head_grads=[mx.nd.ones_like(l) * s for l, s in zip(losses, scales)])
     loss_total = float(sum(l.asscalar() for l in losses))
     return loss_total, total, [o.detach() for o in outputs]
 
@@ -513,10 +527,10 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
         counts.append(count)
         outputs.append(out)
         states.append((bounds, saved, keep, out))
-    total, scale = _scaled_backward(losses, counts)
+    total, scales = _scaled_backward(losses, counts, loss_fn)
     for d, (loss, (bounds, saved, keep, out)) in enumerate(zip(losses, states)):
         ctx = data_list[d].context
-        autograd.backward(loss, head_grads=mx.nd.ones_like(loss) * scale)
+        autograd.backward(loss, head_grads=mx.nd.ones_like(loss) * scales[d])
         if head is not None:
             grad = _head_backward(head, keep, out.grad, need_dx=body > 0)
             keep.clear()
@@ -607,7 +621,9 @@ def step_scale(store_or_trainer):
     :func:`forward_backward` normalises by the count of this worker; a ``dist_sync``
     store sums the workers' gradients, so the step divides by the number of workers:
     with equal counts per worker (classification; a fixed number of kept pixels) the
-    update is exactly the one of a single process with all workers' data. 1 otherwise
+    update is exactly the one of a single process with all workers' data; with the
+    per-device normalisation (segmentation) it is the mean over all devices of all
+    workers (the same number of devices on each). 1 otherwise
     (``dist_async`` applies each worker's gradient on its own).
     """
     store = _store_of(store_or_trainer)

@@ -203,8 +203,9 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
 
     loader: a :class:`rn38.loader.BatchLoader`-like object (``len``, ``set_epoch``,
     iteration over ``(data, label)`` numpy batches, ``wait_seconds``).
-    loss_fn(scores, label) -> (loss_sum, count) NDArrays; the gradient is that of
-    ``sum(loss_sum) / sum(count)`` over devices. accuracy_fn(scores, label) ->
+    loss_fn(scores, label) -> (loss_sum, count) NDArrays; the gradient is normalised as
+    :func:`rn38.parallel.forward_backward` says (globally, or per device for a loss with
+    ``normalization = 'device'``). accuracy_fn(scores, label) ->
     (correct, total) numbers. schedule(n) -> lr for the 1-based global update n; the lr of
     an update depends only on (epoch, batch index), and MXNet's random generator (dropout)
     is seeded from ``(seed, epoch)``, so a resumed run continues exactly as an

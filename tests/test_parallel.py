@@ -346,3 +346,129 @@ def test_running_stats_updated_once_whether_forward_or_backward_updates_them(bn_
     assert max(np.abs(stats[0][k] - before[k]).max() for k in before) > 1e-3
     assert_all_close(stats[1], stats[0])
     assert_all_close(grads_[1], grads_[0])
+
+
+# ------------------------------------------------------------ OHEM over several devices
+
+
+def authors_ohem_mask(prob_true, label, thresh, min_kept, ignore_label=255):
+    """The authors' OHEM selection on one device, transcribed: among the pixels not
+    ignored, those whose true-class probability is <= thresh; if fewer than min_kept, the
+    min_kept pixels of lowest probability (all, if fewer are valid). numpy float mask."""
+    valid = label != ignore_label
+    probs = prob_true[valid]
+    cut = thresh
+    if (probs <= thresh).sum() < min_kept and probs.size > 0:
+        cut = max(thresh, np.sort(probs)[min(min_kept, probs.size) - 1])
+    return (valid & (prob_true <= cut)).astype(np.float32)
+
+
+def authors_seg_gradients(net, x_slices, y_slices, thresh, min_kept, global_count=False):
+    """The authors' multi-device segmentation gradient, computed on one context: per device
+    d, ``-sum(log p_kept) / kept_d``; the kvstore sums the devices and the optimizer's
+    ``rescale_grad = 1 / num_devices`` averages them. Returns ({name: grad}, [kept_d]).
+    ``global_count``: divide by the kept count summed over devices instead (not theirs)."""
+    kept_counts, num_devices = [], len(x_slices)
+    losses, masks = [], []
+    with autograd.record():
+        for x, y in zip(x_slices, y_slices):
+            scores = net(x)
+            n, c = scores.shape[:2]
+            logp = mx.nd.log_softmax(scores.reshape((n, c, -1)), axis=1)
+            lab = y.reshape((n, -1))
+            picked = mx.nd.pick(logp, mx.nd.where(lab == 255, mx.nd.zeros_like(lab), lab),
+                                axis=1)
+            mask = authors_ohem_mask(np.exp(picked.asnumpy()), lab.asnumpy(), thresh, min_kept)
+            kept_counts.append(int(mask.sum()))
+            losses.append(-(picked * mx.nd.array(mask)).sum())
+        if global_count:
+            total = sum(losses) / sum(kept_counts)
+        else:
+            total = sum(l / k / num_devices for l, k in zip(losses, kept_counts))
+    total.backward()
+    return grads(net), kept_counts
+
+
+def no_dropout(net):
+    for block in P._walk(net):
+        if isinstance(block, gluon.nn.Dropout):
+            block._rate = 0.0
+    return net
+
+
+@pytest.mark.parametrize('mirror', [False, True])
+def test_two_devices_ohem_equals_the_authors_per_device_normalisation(mirror):
+    """min_kept binds on device 1 only (its labels are the most probable classes, so no
+    pixel is under the threshold there), so the kept counts differ (21 and 12 here): the
+    update must be the mean over devices of each device's own normalised gradient, which
+    differs from the global normalisation (checked, so the test can fail)."""
+    from issegm.train import BootstrappedSoftmaxLoss
+    ctx = [mx.cpu(0), mx.cpu(1)]
+    x, _ = seg_batch(2)
+    ref_net = no_dropout(seg_net())
+    scores = mx.nd.softmax(ref_net(x), axis=1).asnumpy().reshape((2, 19, -1))
+    rs = np.random.RandomState(8)
+    y = np.stack([rs.randint(0, 19, scores.shape[2]), scores[1].argmax(0)]).astype(np.float32)
+    y[0, :3] = 255
+    p_true = np.take_along_axis(scores, y.astype(np.int64).clip(0, 18)[:, None], 1)[:, 0]
+    thresh = float(np.percentile(p_true[0][y[0] != 255], 60))
+    min_kept = 12
+    assert (p_true[1] <= thresh).sum() < min_kept <= (p_true[0][y[0] != 255] <= thresh).sum()
+    y = mx.nd.array(y)
+    xs, ys = [x[:1], x[1:]], [y[:1], y[1:]]
+    want, kept = authors_seg_gradients(ref_net, xs, ys, thresh, min_kept)
+    assert kept[1] == min_kept and kept[0] > min_kept
+
+    net = no_dropout(seg_net())
+    net.collect_params().reset_ctx(ctx)
+    store, update_on_kvstore = P.make_kvstore('device', len(ctx))
+    trainer = gluon.Trainer(trainable(net), 'sgd', {'learning_rate': 0.1, 'wd': 0.0},
+                            kvstore=store, update_on_kvstore=update_on_kvstore)
+    criterion = BootstrappedSoftmaxLoss(thresh=thresh, min_kept=min_kept)
+    xs, ys = P.split_batch(x, y, ctx)
+    _, count, _ = P.forward_backward(net, xs, ys, criterion, mirror=mirror)
+    assert count == sum(kept)
+    got = {k: sum(p.grad(c).asnumpy() for c in ctx) for k, p in trainable(net).items()}
+    assert_all_close(got, want)
+    # the global normalisation (summed kept count) is a different update here
+    other, _ = authors_seg_gradients(no_dropout(seg_net()), [x[:1], x[1:]], [y[:1], y[1:]],
+                                     thresh, min_kept, global_count=True)
+    assert max_rel_diff(other, want) > 1e-2
+    before = values(trainable(net), ctx[0])
+    trainer.step(1)
+    for c in ctx:
+        after = values(trainable(net), c)
+        assert_all_close(after, {k: before[k] - 0.1 * want[k] for k in want},
+                         rtol=1e-5, atol=1e-6)
+
+
+def test_two_devices_resumed_run_equals_uninterrupted(tmp_path):
+    """issegm/cityscapes.py on two CPU contexts (per-device OHEM normalisation; with 36
+    label cells per crop min_kept=256 binds on every device and the devices keep different
+    counts of valid pixels): stopping after epoch 1 and resuming gives the weights of the
+    uninterrupted run."""
+    from issegm import cli
+    from rn38.params import read_params
+    from scripts_path import make_demo_dataset
+    root = str(tmp_path / 'data')
+    make_demo_dataset(root, seed=1, train=8, val=0, height=64, width=128)
+    label = 'cityscapes_rna-a1-mini_cls19_s8'
+
+    def argv(out, *extra):
+        return ['--phase', 'train', '--data-root', root, '--model', label,
+                '--output', str(out), '--batch-images', '4', '--crop-size', '48',
+                '--origin-size', '128', '--base-lr', '0.02', '--to-epoch', '2',
+                '--no-progress', '--gpus', 'cpu:2', '--kvstore', 'local',
+                '--prefetch-threads', '1'] + list(extra)
+
+    straight, split = tmp_path / 'straight', tmp_path / 'split'
+    assert cli.main('cityscapes', argv(straight)) == 0
+    assert cli.main('cityscapes', argv(split, '--stop-epoch', '1')) == 0
+    first = str(split / ('%s_ep-0001.params' % label))
+    assert cli.main('cityscapes', argv(split, '--weights', first)) == 0
+    a = read_params(str(straight / ('%s_ep-0002.params' % label)))
+    b = read_params(str(split / ('%s_ep-0002.params' % label)))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k].asnumpy(), b[k].asnumpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=k)
