@@ -156,15 +156,20 @@ def torch_nesterov_reference(weight, grads, lrs, momentum=0.9, wd=0.0):
 # ------------------------------------------------------------------ model helpers
 
 
-def init_classifier(net, seed=None):
+def init_classifier(net, seed=None, only=None):
     """Torch-style init of the final FC (weights and bias uniform in +-1/sqrt(fan_in)), as
     the authors' initializer for ``linear*``; the rest keeps Xavier (gaussian, fan-in,
-    magnitude 2) from :func:`rn38.zoo.get_model`."""
+    magnitude 2) from :func:`rn38.zoo.get_model`. ``only``: released keys; the FC
+    parameters not among them are left as they are (e.g. loaded)."""
+    from rn38.params import released_key
+    fc = net.fc
+    targets = [p for p in (fc.weight, fc.bias) if only is None or released_key(p.name) in only]
+    if not targets:
+        return
     if seed is not None:
         mx.random.seed(seed)
-    fc = net.fc
     bound = 1.0 / np.sqrt(fc.weight.shape[1])
-    for param in (fc.weight, fc.bias):
+    for param in targets:
         value = mx.nd.random.uniform(-bound, bound, shape=param.shape)
         param.set_data(value)
 
@@ -401,11 +406,20 @@ def train(cfg, logger=None):
     mx.random.seed(cfg.seed)
     same_model = cfg.weights is not None and \
         zoo.label_from_weights(cfg.weights)[0] == label
+    # another model's weights: the authors' allow_missing, every matching array is loaded
     net = iclass.get_model(label, pretrained=cfg.weights, ctx=devices,
                            pool_style=cfg.pool_top_infer_style,
-                           backbone_only=(cfg.weights is not None and not same_model))
-    if not same_model:
+                           allow_missing=cfg.weights is not None and not same_model)
+    report = net.load_report
+    if report is None:
         init_classifier(net, cfg.seed)
+    else:
+        init_classifier(net, cfg.seed, only=report['skipped'])
+        logger.info('weights %s: %d arrays loaded, %d initialised anew (%s; shape differs: '
+                    '%s), %d of the file unused (%s)', cfg.weights, len(report['loaded']),
+                    len(report['skipped']), ', '.join(report['skipped']) or '-',
+                    ', '.join(report['mismatched']) or '-', len(report['ignored']),
+                    ', '.join(report['ignored']) or '-')
     set_authors_wd_mults(net)
     net.hybridize(static_alloc=True)
 

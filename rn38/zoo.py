@@ -12,7 +12,7 @@ from collections import namedtuple
 import mxnet as mx
 
 from .net import ResNet38Classifier, ResNet38FCN, stage_table
-from .params import load_params
+from .params import _compatible, load_params, read_params, released_keys
 
 ModelSpec = namedtuple('ModelSpec', ['label', 'dataset', 'net_name', 'classes', 'feat_stride'])
 
@@ -91,12 +91,20 @@ def new_layer_init():
     return mx.init.Xavier(rnd_type='gaussian', factor_type='in', magnitude=2)
 
 
-def get_model(label, task, pretrained=None, ctx=None, backbone_only=None, **kwargs):
+def get_model(label, task, pretrained=None, ctx=None, backbone_only=None, allow_missing=False,
+              **kwargs):
     """Build ``label`` and load ``pretrained`` (a released-format path) or initialise it.
 
     ``backbone_only``: load only the backbone from ``pretrained`` (e.g. ImageNet weights into
     a segmentation model), initialise the head; by default it is done when a segmentation
-    model is given an ``ilsvrc-cls`` file. The load report is kept in ``net.load_report``.
+    model is given an ``ilsvrc-cls`` file. ``allow_missing``: the authors' ``mod.fit(...,
+    allow_missing=True)`` for a new model started from another one's weights: every
+    parameter whose released key is in the file with the same shape is loaded, the others
+    are initialised (Xavier, gaussian, fan-in, magnitude 2) and reported in ``skipped``
+    (``mismatched``: those whose key is in the file with another shape); keys of the file
+    the network lacks are reported in ``ignored``. Otherwise loading is strict. The load
+    report ``{'loaded', 'skipped', 'mismatched', 'ignored'}`` (released keys) is kept in
+    ``net.load_report``.
     """
     ctx = ctx or [mx.cpu()]
     ctx = ctx if isinstance(ctx, (list, tuple)) else [ctx]
@@ -106,9 +114,11 @@ def get_model(label, task, pretrained=None, ctx=None, backbone_only=None, **kwar
         net.initialize(new_layer_init(), ctx=ctx)
         return net
     if backbone_only is None:
-        backbone_only = task == 'segmentation' and \
+        backbone_only = task == 'segmentation' and not allow_missing and \
             os.path.basename(pretrained).startswith('ilsvrc-cls_')
-    if backbone_only:
+    if allow_missing:
+        net.load_report = _load_matching(net, pretrained, ctx)
+    elif backbone_only:
         heads = tuple(name + '_' for name in net.head_names)
         net.load_report = load_params(net, pretrained, ctx, skip_prefixes=heads,
                                       source='backbone')
@@ -116,4 +126,23 @@ def get_model(label, task, pretrained=None, ctx=None, backbone_only=None, **kwar
         head_params.initialize(new_layer_init(), ctx=ctx)
     else:
         net.load_report = load_params(net, pretrained, ctx)
+    net.load_report.setdefault('mismatched', [])
     return net
+
+
+def _load_matching(net, path, ctx):
+    """Load the parameters of ``net`` found in ``path`` with the same shape; initialise the
+    rest with :func:`new_layer_init`. Returns the load report (released keys)."""
+    arrays = read_params(path)
+    wanted = released_keys(net)
+    mismatched = sorted(k for k, p in wanted.items()
+                        if k in arrays and not _compatible(p.shape, arrays[k].shape))
+    loaded = sorted(k for k in wanted if k in arrays and k not in mismatched)
+    skipped = sorted(k for k in wanted if k not in loaded)
+    for key in loaded:
+        wanted[key]._load_init(arrays[key].astype(wanted[key].dtype, copy=False), ctx)
+    init = new_layer_init()
+    for key in skipped:
+        wanted[key].initialize(None, ctx, default_init=init)
+    return {'loaded': loaded, 'skipped': skipped, 'mismatched': mismatched,
+            'ignored': sorted(set(arrays) - set(wanted))}

@@ -15,7 +15,7 @@ import iclass
 from iclass import data as D
 from iclass import train as T
 from iclass.ilsvrc import main as cli_main
-from rn38.params import save_params
+from rn38.params import released_keys, save_params
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -589,3 +589,66 @@ def test_too_small_scale_is_a_clear_error(imagenet, tmp_path, capsys):
     msg = run_cli_error(capsys, ['--phase', 'val', '--data-root', imagenet, '--weights', path,
                                  '--test-scales', '32', '--no-progress'])
     assert 'cannot run on 32x32 crops' in msg
+
+
+def test_a1_tuned_from_model_a_loads_every_matching_array(tmp_path):
+    """The authors' recipe ``--model ilsvrc-cls_rna-a1_cls1000_from-a --weights
+    ilsvrc-cls_rna-a_cls1000_ep-0001.params`` (mini nets here): ``mod.fit(...,
+    allow_missing=True)`` copies every array of the file whose name and shape the new
+    network has -- the 1000-way ``linear1000`` included -- and initialises only the rest.
+    With lr 0 the saved epoch-1 weights must be the file's for all of those."""
+    root = str(tmp_path / 'data')
+    make_imagenet(root, classes=5, per_class=2)
+    mx.random.seed(21)
+    pre = str(tmp_path / 'ilsvrc-cls_rna-a-mini_cls1000_ep-0001.params')
+    save_params(iclass.get_model('ilsvrc-cls_rna-a-mini_cls1000'), pre)
+    label = 'ilsvrc-cls_rna-a1-mini_cls1000_from-a'
+    out = str(tmp_path / 'out')
+    cfg = T.Config(phase='train', data_root=root, split='train', model=label, weights=pre,
+                   output=out, batch_images=5, crop_size=32, base_lr=0.0, to_epoch=1,
+                   progress=False)
+    T.train(cfg)
+    tuned = mx.nd.load(os.path.join(out, label + '_ep-0001.params'))
+    orig = mx.nd.load(pre)
+    # the authors' rule, written out: a target array is copied iff its key is in the file
+    # with the same shape. Model A and A1 have the same arrays (A pools where A1 strides),
+    # so every array is copied, the classifier included.
+    copied = [k for k in tuned if k.startswith('arg:') and k in orig
+              and orig[k].shape == tuned[k].shape]
+    assert 'arg:linear1000_weight' in copied and 'arg:linear1000_bias' in copied
+    assert len(copied) == len([k for k in tuned if k.startswith('arg:')])
+    for k in copied:
+        np.testing.assert_array_equal(tuned[k].asnumpy(), orig[k].asnumpy(), err_msg=k)
+    log = open(os.path.join(out, label + '.log')).read()
+    assert '%d arrays loaded, 0 initialised anew' % len(orig) in log
+
+
+def test_allow_missing_initialises_only_what_is_absent_or_differs(tmp_path):
+    mx.random.seed(22)
+    arrays = mx.nd.load(save_and_path(iclass.get_model('ilsvrc-cls_rna-a-mini_cls1000'),
+                                      tmp_path))
+    gone, reshaped = 'arg:res3a_branch2a_weight', 'arg:linear1000_bias'
+    del arrays[gone]
+    arrays[reshaped] = mx.nd.zeros((7,))
+    arrays['arg:not_in_the_network'] = mx.nd.zeros((2,))
+    path = str(tmp_path / 'edited_ep-0001.params')
+    mx.nd.save(path, arrays)
+    net = iclass.get_model('ilsvrc-cls_rna-a1-mini_cls1000', pretrained=path,
+                           allow_missing=True)
+    report = net.load_report
+    assert report['skipped'] == sorted([gone, reshaped]) and report['mismatched'] == [reshaped]
+    assert report['ignored'] == ['arg:not_in_the_network']
+    keys = released_keys(net)
+    assert sorted(report['loaded']) == sorted(set(keys) - {gone, reshaped})
+    for k in report['loaded']:
+        np.testing.assert_array_equal(keys[k].data().asnumpy(), arrays[k].asnumpy(), err_msg=k)
+    fresh = keys[gone].data().asnumpy()
+    assert np.isfinite(fresh).all() and fresh.std() > 0
+    with pytest.raises(ValueError, match='missing key'):
+        iclass.get_model('ilsvrc-cls_rna-a1-mini_cls1000', pretrained=path)   # strict
+
+
+def save_and_path(net, tmp_path):
+    path = str(tmp_path / 'source_ep-0001.params')
+    save_params(net, path)
+    return path
