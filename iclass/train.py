@@ -226,8 +226,8 @@ def cache_path(save_dir, scale, cfg):
         name += '_flip'
     if not cfg.choose_interp_method:
         name += '_bicubic'
-    if cfg.pool_top_infer_style:
-        name += '_pool-' + cfg.pool_top_infer_style
+    if eval_pool_style(cfg.pool_top_infer_style, cfg.weights) == 'caffe':
+        name += '_pool-caffe'
     return os.path.join(save_dir, name + '.npz')
 
 
@@ -316,6 +316,8 @@ def validate(cfg, logger=None):
     if cfg.cache_dtype not in ('float16', 'float32'):
         raise ValueError('cache dtype must be float16 or float32, not %r' % cfg.cache_dtype)
     scales = sorted({int(s) for s in cfg.test_scales}, reverse=True)
+    # Model A's pools: as given, else as the weights were trained (see eval_pool_style)
+    cfg.pool_top_infer_style = eval_pool_style(cfg.pool_top_infer_style, cfg.weights)
     save_dir = val_save_dir(cfg)
     logger = logger or _logger(cfg, save_dir + '.log')
     os.makedirs(save_dir, exist_ok=True)
@@ -360,6 +362,29 @@ def validate(cfg, logger=None):
     return results
 
 
+def eval_pool_style(requested, weights):
+    """Model A's pool style for evaluating ``weights``: ``requested`` if given, else the one
+    recorded by the training run that wrote them (``'caffe'`` for the authors' released
+    Model A), else ``'same'`` (:func:`rn38.zoo.default_pool_style`)."""
+    if requested:
+        return requested
+    try:
+        label = zoo.label_from_weights(weights)[0]
+    except ValueError:
+        label = None
+    return zoo.default_pool_style(label, weights)
+
+
+def train_pool_style(requested, weights, resuming):
+    """Model A's pool style for training: ``requested`` if given; when resuming a run, the
+    style it recorded; else ``'same'`` (pad 1), the authors' choice for a new or tuned
+    Model A (their ``pool_top_infer_style=None``)."""
+    if requested:
+        return requested
+    recorded = zoo.recorded_pool_style(weights) if resuming else None
+    return recorded or 'same'
+
+
 def _build_eval_net(cfg, spec, devices):
     import iclass
     net = iclass.get_model(spec.label, pretrained=cfg.weights, ctx=devices,
@@ -390,6 +415,9 @@ def train(cfg, logger=None):
     if not from_epoch < stop_epoch <= cfg.to_epoch:
         raise ValueError('epochs: need from (%d) < stop (%d) <= to (%d)'
                          % (from_epoch, stop_epoch, cfg.to_epoch))
+    # recorded in <label>_config.yaml, so that evaluation builds the same pools
+    cfg.pool_top_infer_style = train_pool_style(cfg.pool_top_infer_style, cfg.weights,
+                                                from_epoch > 0)
     os.makedirs(cfg.output, exist_ok=True)
     logger = logger or _logger(cfg, os.path.join(cfg.output, label + '.log'))
     shared.save_config(cfg.to_dict(), os.path.join(cfg.output, label + '_config.yaml'))

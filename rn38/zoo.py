@@ -67,23 +67,63 @@ def resolve_label(label, task):
                          % (err, task, ', '.join(REGISTERED[task]))) from None
 
 
+POOL_STYLES = ('caffe', 'same')
+
+
 def build_model(label, task, freeze_bn=False, pool_style=None, head='2conv'):
     """An uninitialised network for ``label``.
 
     task: ``'classification'`` (``(N, C)`` scores) or ``'segmentation'`` (dilated FCN,
-    ``(N, C, ceil(H/s), ceil(W/s))`` scores). pool_style (Model A only): ``'caffe'``
-    (3x3/2 max pools with pad 0, the released Model A; default) or ``'same'`` (pad 1).
+    ``(N, C, ceil(H/s), ceil(W/s))`` scores). pool_style (Model A's 3x3/2 max pools):
+    ``'same'`` (pad 1; the default, the authors' for a new Model A) or ``'caffe'`` (pad 0,
+    floor; only to reproduce the released Model A, see :func:`recorded_pool_style`).
     """
     spec, table = resolve_label(label, task)
-    if pool_style not in (None, 'caffe', 'same'):
-        raise ValueError('unknown pool style %r; valid: caffe, same' % pool_style)
-    pool_pad = 1 if pool_style == 'same' else 0
+    if pool_style not in (None,) + POOL_STYLES:
+        raise ValueError('unknown pool style %r; valid: %s' % (pool_style, ', '.join(POOL_STYLES)))
+    pool_pad = 0 if pool_style == 'caffe' else 1
     if task == 'classification':
         net = ResNet38Classifier(table, spec.classes, pool_pad=pool_pad, freeze_bn=freeze_bn)
     else:
         net = ResNet38FCN(table, spec.classes, head=head, freeze_bn=freeze_bn)
     net.spec = spec
     return net
+
+
+# The released Model A was trained with MXNet's old pooling shape rule; its pools need the
+# "caffe" style (pad 0) to give the authors' outputs.
+RELEASED_MODEL_A = 'ilsvrc-cls_rna-a_cls1000'
+
+
+def recorded_pool_style(weights):
+    """The pool style the weights file ``weights`` was trained with, or None if unknown.
+
+    A training run records its style as ``pool_top_infer_style`` in
+    ``<label>_config.yaml`` beside its checkpoints; without such a file, the authors'
+    released Model A (``ilsvrc-cls_rna-a_cls1000``) is ``'caffe'``.
+    """
+    import yaml
+    try:
+        label, _ = label_from_weights(weights)
+    except ValueError:
+        return None
+    config = os.path.join(os.path.dirname(weights), label + '_config.yaml')
+    if os.path.isfile(config):
+        with open(config) as f:
+            style = (yaml.safe_load(f) or {}).get('pool_top_infer_style')
+        if style in POOL_STYLES:
+            return style
+    if label == RELEASED_MODEL_A:
+        return 'caffe'
+    return None
+
+
+def default_pool_style(label, weights=None):
+    """Model A's pool style when none is asked for: the one ``weights`` were trained with
+    (:func:`recorded_pool_style`), else ``'caffe'`` for the released Model A's label (the
+    network of the released weights), else ``'same'`` (the authors' for a new model)."""
+    recorded = recorded_pool_style(weights) if weights else None
+    return recorded or ('caffe' if label == RELEASED_MODEL_A else 'same')
 
 
 def new_layer_init():
@@ -102,12 +142,16 @@ def get_model(label, task, pretrained=None, ctx=None, backbone_only=None, allow_
     parameter whose released key is in the file with the same shape is loaded, the others
     are initialised (Xavier, gaussian, fan-in, magnitude 2) and reported in ``skipped``
     (``mismatched``: those whose key is in the file with another shape); keys of the file
-    the network lacks are reported in ``ignored``. Otherwise loading is strict. The load
+    the network lacks are reported in ``ignored``. Otherwise loading is strict.
+    ``pool_style`` (Model A): by default :func:`default_pool_style` of ``label`` and
+    ``pretrained``. The load
     report ``{'loaded', 'skipped', 'mismatched', 'ignored'}`` (released keys) is kept in
     ``net.load_report``.
     """
     ctx = ctx or [mx.cpu()]
     ctx = ctx if isinstance(ctx, (list, tuple)) else [ctx]
+    if task == 'classification' and kwargs.get('pool_style') is None:
+        kwargs['pool_style'] = default_pool_style(label, pretrained)
     net = build_model(label, task, **kwargs)
     net.load_report = None
     if pretrained is None:

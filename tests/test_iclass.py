@@ -15,6 +15,7 @@ import iclass
 from iclass import data as D
 from iclass import train as T
 from iclass.ilsvrc import main as cli_main
+from rn38 import zoo
 from rn38.params import released_keys, save_params
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -540,25 +541,68 @@ def test_training_on_two_devices_with_mirror(tmp_path):
     assert np.isfinite(net.fc.weight.data().asnumpy()).all()
 
 
+def _pool_pads(net):
+    from mxnet.gluon import nn
+    pads = []
+
+    def visit(block):
+        if isinstance(block, nn.MaxPool2D):
+            pads.append(block._kwargs['pad'])
+        for child in block._children.values():
+            visit(child)
+    visit(net)
+    return pads
+
+
 def test_pool_style_reaches_model_a(imagenet, tmp_path):
-    """--pool-top-infer-style picks Model A's max-pool padding (caffe = the default).
-    Caffe pools (3x3/2, pad 0, floor) need >= 64 pixels for the five pools of Model A."""
+    """Model A's max pools: pad 1 ('same', the authors' pool_top_infer_style=None) for a new
+    model; 'caffe' (pad 0) for the released Model A; otherwise what the training run
+    recorded beside the weights; --pool-top-infer-style overrides."""
     label = 'demo-cls_rna-a-mini_cls%d' % CLASSES
+    assert set(_pool_pads(iclass.get_model(label))) == {(1, 1)}
+    assert set(_pool_pads(iclass.get_model(label, pool_style='caffe'))) == {(0, 0)}
+    assert zoo.recorded_pool_style('models/ilsvrc-cls_rna-a_cls1000_ep-0001.params') == 'caffe'
+    assert T.eval_pool_style(None, 'models/ilsvrc-cls_rna-a_cls1000_ep-0001.params') == 'caffe'
+    assert T.eval_pool_style('same', 'models/ilsvrc-cls_rna-a_cls1000_ep-0001.params') == 'same'
     mx.random.seed(5)
-    path = str(tmp_path / (label + '_ep-0003.params'))
+    folder = tmp_path / 'w'
+    folder.mkdir()
+    path = str(folder / (label + '_ep-0003.params'))
     save_params(iclass.get_model(label), path)
     probs = {}
-    for style in (None, 'caffe', 'same'):
-        cfg = val_config(imagenet, path, str(tmp_path), test_scales=(64,),
+
+    def evaluate(style, name):
+        cfg = val_config(imagenet, path, str(tmp_path / name), test_scales=(64,),
                          pool_top_infer_style=style)
         T.validate(cfg)
-        probs[style] = np.load(T.cache_path(T.val_save_dir(cfg), 64, cfg))['probs']
-    np.testing.assert_array_equal(probs[None], probs['caffe'])
+        return np.load(T.cache_path(T.val_save_dir(cfg), 64, cfg))['probs']
+    for style in ('caffe', 'same'):
+        probs[style] = evaluate(style, style)
+    np.testing.assert_array_equal(evaluate(None, 'unknown'), probs['same'])   # no record
+    write(str(folder / (label + '_config.yaml')), 'pool_top_infer_style: caffe\n')
+    np.testing.assert_array_equal(evaluate(None, 'recorded'), probs['caffe'])
     assert np.abs(probs['same'] - probs['caffe']).max() > 1e-4
     paths, _ = read_list(imagenet)
     net = iclass.get_model(label, pretrained=path, pool_style='same')
     np.testing.assert_allclose(probs['same'], direct_probs(net, paths, 64, False, False),
                                rtol=1e-4, atol=1e-6)
+
+
+def test_training_records_the_pool_style_for_evaluation(imagenet, tmp_path):
+    label = 'demo-cls_rna-a-mini_cls%d' % CLASSES
+    out = str(tmp_path / 'out')
+    cfg = T.Config(phase='train', data_root=imagenet, split='train', model=label, output=out,
+                   batch_images=5, crop_size=64, base_lr=0.01, to_epoch=1, progress=False)
+    T.train(cfg)
+    import yaml
+    with open(os.path.join(out, label + '_config.yaml')) as f:
+        assert yaml.safe_load(f)['pool_top_infer_style'] == 'same'
+    weights = os.path.join(out, label + '_ep-0001.params')
+    assert zoo.recorded_pool_style(weights) == 'same'
+    cfg = val_config(imagenet, weights, str(tmp_path / 'val'), test_scales=(64,))
+    T.validate(cfg)
+    assert cfg.pool_top_infer_style == 'same'
+    assert T.cache_path(T.val_save_dir(cfg), 64, cfg).endswith('preds_s64.npz')
 
 
 def test_finetune_from_other_classifier_loads_backbone(tmp_path):
@@ -587,7 +631,8 @@ def test_too_small_scale_is_a_clear_error(imagenet, tmp_path, capsys):
     path = str(tmp_path / (label + '_ep-0001.params'))
     save_params(iclass.get_model(label), path)
     msg = run_cli_error(capsys, ['--phase', 'val', '--data-root', imagenet, '--weights', path,
-                                 '--test-scales', '32', '--no-progress'])
+                                 '--test-scales', '32', '--no-progress',
+                                 '--pool-top-infer-style', 'caffe'])
     assert 'cannot run on 32x32 crops' in msg
 
 

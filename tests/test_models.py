@@ -227,10 +227,10 @@ def test_stage_tables_differ_in_rows_only():
 
 
 def test_model_a_caffe_pooling_sizes():
-    net = iclass.get_model('ilsvrc-cls_rna-a-mini_cls1000')
+    net = iclass.get_model('ilsvrc-cls_rna-a-mini_cls1000', pool_style='caffe')
     feat = net.features(mx.nd.zeros((1, 3, 96, 96)))
     assert feat.shape[2:] == (2, 2)  # 96 -> 47 -> 23 -> 11 -> 5 -> 2
-    same = iclass.get_model('ilsvrc-cls_rna-a-mini_cls1000', pool_style='same')
+    same = iclass.get_model('ilsvrc-cls_rna-a-mini_cls1000')      # a new Model A: pad 1
     assert same.features(mx.nd.zeros((1, 3, 96, 96))).shape[2:] == (3, 3)
 
 
