@@ -228,3 +228,27 @@ def test_options_are_checked_before_any_work(tmp_path, capsys):
     assert cli.main('cityscapes', ['--phase', 'train', '--weights', missing]) == 2
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and missing in err and 'models/README.md' in err
+
+
+def test_second_stage_gets_its_own_label(demo_root, tmp_path):
+    """The authors' two Cityscapes stages: stage 2 is ``--model <stage-1 label>_x1-140``
+    started from stage 1's last checkpoint (the README's commands, mini-sized here): the
+    weights load strictly into the tagged label (same network), epochs count from 0, and
+    stage 1's files are left alone."""
+    out = tmp_path / 'out'
+    assert cli.main('cityscapes', _argv(demo_root, out, '--to-epoch', '1')) == 0
+    stage1 = out / ('%s_ep-0001.params' % MINI)
+    before = stage1.read_bytes()
+    stage2 = MINI + '_x1-1'
+    argv = _argv(demo_root, out, '--to-epoch', '1', '--weights', str(stage1),
+                 '--from-epoch', '0', '--lr-type', 'linear', '--base-lr', '0')
+    argv[argv.index('--model') + 1] = stage2
+    assert cli.main('cityscapes', argv) == 0
+    assert stage1.read_bytes() == before
+    tuned = _weights(str(out / ('%s_ep-0001.params' % stage2)))
+    start = _weights(str(stage1))
+    assert tuned.keys() == start.keys()
+    for k in start:          # lr 0, frozen BatchNorm: every array is stage 1's, none re-drawn
+        np.testing.assert_array_equal(tuned[k], start[k], err_msg=k)
+    h = json.load(open(out / 'history.json'))
+    assert h['epochs'][-1]['epoch'] == 1
