@@ -66,9 +66,9 @@ def split_batch(data, label, ctx_list):
     """Slice a batch along axis 0 into one slice per device, copied to that device.
 
     ``data``: ``(N, ...)`` NDArray or numpy array; ``label``: ``(N, ...)`` or None.
-    Slice sizes differ by at most one (the first ``N % k`` devices get one more); the
-    gradient normalisation of :func:`forward_backward` is global, so uneven slices are
-    still exact. Returns ``(data_list, label_list)`` (``label_list`` is Nones if
+    Slice sizes differ by at most one (the first ``N % k`` devices get one more); with the
+    global normalisation of :func:`forward_backward` uneven slices are still exact (the
+    per-device one, the authors' for segmentation, weighs each device equally). Returns ``(data_list, label_list)`` (``label_list`` is Nones if
     ``label`` is None). ValueError if ``N`` is smaller than the number of devices.
     """
     ctx_list = list(ctx_list)
