@@ -352,21 +352,33 @@ def test_running_stats_updated_once_whether_forward_or_backward_updates_them(bn_
 
 
 def authors_ohem_mask(prob_true, label, thresh, min_kept, ignore_label=255):
-    """The authors' OHEM selection on one device, transcribed: among the pixels not
-    ignored, those whose true-class probability is <= thresh; if fewer than min_kept, the
-    min_kept pixels of lowest probability (all, if fewer are valid). numpy float mask."""
-    valid = label != ignore_label
-    probs = prob_true[valid]
-    cut = thresh
-    if (probs <= thresh).sum() < min_kept and probs.size > 0:
-        cut = max(thresh, np.sort(probs)[min(min_kept, probs.size) - 1])
-    return (valid & (prob_true <= cut)).astype(np.float32)
+    """The selection of the authors' ``OhemSoftmax.backward`` (ademxapp
+    ``util/symbol/layer.py``) on one device, transcribed: all valid pixels if ``min_kept >=
+    num_valid``; else those whose true-class probability is <= the threshold, the threshold
+    raised to the ``min_kept``-th smallest probability when that one is above ``thresh``.
+    ``prob_true``, ``label``: flat numpy arrays. Returns a float mask."""
+    valid_flag = label != ignore_label
+    valid_inds = np.where(valid_flag)[0]
+    num_valid = valid_flag.sum()
+    if min_kept < num_valid and num_valid > 0:
+        pred = prob_true[valid_flag]
+        threshold = thresh
+        if min_kept > 0:
+            index = pred.argsort()
+            threshold_index = index[min(len(index), min_kept) - 1]
+            if pred[threshold_index] > thresh:
+                threshold = pred[threshold_index]
+        valid_inds = valid_inds[pred <= threshold]
+    mask = np.zeros(label.shape, np.float32)
+    mask[valid_inds] = 1
+    return mask
 
 
 def authors_seg_gradients(net, x_slices, y_slices, thresh, min_kept, global_count=False):
     """The authors' multi-device segmentation gradient, computed on one context: per device
-    d, ``-sum(log p_kept) / kept_d``; the kvstore sums the devices and the optimizer's
-    ``rescale_grad = 1 / num_devices`` averages them. Returns ({name: grad}, [kept_d]).
+    d, ``-sum(log p_kept) / max(1, kept_d)`` (their OHEM layer's ``y *= 1. / max(1,
+    len(label))``); the kvstore sums the devices and ``rescale_grad = 1 / num_devices``
+    averages them. Returns ({name: grad}, [kept_d]).
     ``global_count``: divide by the kept count summed over devices instead (not theirs)."""
     kept_counts, num_devices = [], len(x_slices)
     losses, masks = [], []
@@ -378,13 +390,14 @@ def authors_seg_gradients(net, x_slices, y_slices, thresh, min_kept, global_coun
             lab = y.reshape((n, -1))
             picked = mx.nd.pick(logp, mx.nd.where(lab == 255, mx.nd.zeros_like(lab), lab),
                                 axis=1)
-            mask = authors_ohem_mask(np.exp(picked.asnumpy()), lab.asnumpy(), thresh, min_kept)
+            mask = authors_ohem_mask(np.exp(picked.asnumpy()).ravel(), lab.asnumpy().ravel(),
+                                     thresh, min_kept).reshape(lab.shape)
             kept_counts.append(int(mask.sum()))
             losses.append(-(picked * mx.nd.array(mask)).sum())
         if global_count:
             total = sum(losses) / sum(kept_counts)
         else:
-            total = sum(l / k / num_devices for l, k in zip(losses, kept_counts))
+            total = sum(l / max(1, k) / num_devices for l, k in zip(losses, kept_counts))
     total.backward()
     return grads(net), kept_counts
 

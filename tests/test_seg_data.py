@@ -427,7 +427,9 @@ def authors_read(im, label, target_size, sy, sx, do_flipping, crop, stride, orig
     """One image of the authors' ``issegm/data.py`` ``FileIter._read`` (PIL; crops_per_image
     = label_steps = 1), transcribed, given its random draws (``target_size``; canvas origin
     ``sy, sx``; ``do_flipping``). Returns the resized uint8 ``(crop, crop, 3)`` crop before
-    their ``transformer_image`` and the float32 labels ``((crop/stride)^2,)``."""
+    their ``transformer_image`` and the float32 labels ``((crop/stride)^2,)``.
+    ``rgb_mean``: the canvas colour; their training call, not in their published tree, is
+    assumed to pass the ImageNet mean x 255 (the network's input mean)."""
     max_h, max_w = max_shape
     target_size_range = [int(_ * origin_size) for _ in scale_rate_range]
     min_rate = 1. * target_size_range[0] / max(max_h, max_w)
