@@ -396,6 +396,10 @@ def train(cfg, logger=None):
     transform = cls_data.TrainTransform(cfg.crop_size, choose_interp=cfg.choose_interp_method)
     loader = _loader(cls_data.ImageListDataset(split_list, transform), cfg.batch_images,
                      True, cfg.seed, cfg, drop_last=True)
+    if len(loader) == 0:
+        raise ValueError('--batch-images %d is larger than the %d images of %s: not one '
+                         'full batch per epoch' % (cfg.batch_images, len(split_list),
+                                                   split_list.path))
 
     devices = _devices(cfg.gpus)
     mx.random.seed(cfg.seed)

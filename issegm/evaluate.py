@@ -700,13 +700,15 @@ def official_cityscapes_eval(result_dir, gt_root, split='val', export_file=None)
 # ----------------------------------------------------------------------------- inference
 
 def segment_images(predictor, spec, image_paths, out_dir, names=None, alpha=0.5,
-                   progress=True, logger=None):
+                   progress=True, logger=None, failures=None):
     """Segment images without ground truth; for each name writes ``labels/<name>.png``
     (raw label ids), ``color/<name>.png`` (palette) and ``overlay/<name>.png`` (the
     image blended with the colours, weight ``alpha``).
 
     names: output names (may contain ``/`` for sub-folders); default the file stems.
-    Returns ``[(image_path, label_png_path), ...]``. Unreadable images raise DataError.
+    failures: None: an unreadable image raises DataError; a list: the image is skipped
+    with a one-line warning and ``(image_path, message)`` is appended to it.
+    Returns ``[(image_path, label_png_path), ...]`` of the images written.
     """
     from tqdm import tqdm
     logger = logger or logging.getLogger(__name__)
@@ -719,7 +721,16 @@ def segment_images(predictor, spec, image_paths, out_dir, names=None, alpha=0.5,
     written = []
     for path, name in tqdm(list(zip(image_paths, names)), unit='img', disable=not progress,
                            dynamic_ncols=True):
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except (DataError, cv2.error) as err:
+            if failures is None:
+                raise
+            message = str(err).strip().splitlines()[0] if isinstance(err, DataError) else \
+                '%s: cannot read image (%s)' % (path, str(err).strip().splitlines()[-1])
+            logger.warning('skipped: %s', message)
+            failures.append((path, message))
+            continue
         pred = predictor.predict_probs(image).argmax(0).astype(np.uint8)
         color = spec.palette[pred]
         label_path = os.path.join(out_dir, 'labels', name + '.png')

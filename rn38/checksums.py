@@ -1,19 +1,31 @@
 """Check released weight files that a user placed in ``models/`` against their md5 sums."""
 import hashlib
 import os
+import re
 
 
 def read_checksums(path):
-    """``{file name: md5}`` from an md5sum-style file."""
+    """``{file name: md5}`` from an md5sum-style file; ValueError naming the file (and the
+    line) if it is missing, unreadable or malformed."""
     sums = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2 or len(parts[0]) != 32:
-                raise ValueError('%s:%d: expected "<md5>  <file name>"' % (path, n))
-            sums[parts[1].lstrip('*')] = parts[0].lower()
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise ValueError('%s: checksum file not found' % path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError('%s: cannot read the checksum file (%s)'
+                         % (path, getattr(err, 'strerror', None) or err)) from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not re.match(r'^[0-9a-fA-F]{32}$', parts[0]):
+            raise ValueError('%s line %d: expected "<md5>  <file name>", got %r'
+                             % (path, n, line[:80]))
+        sums[parts[1].lstrip('*')] = parts[0].lower()
+    if not sums:
+        raise ValueError('%s: no checksums in this file' % path)
     return sums
 
 
@@ -27,6 +39,8 @@ def md5sum(path, chunk=1 << 22):
 
 def verify_models(models_dir, names=None, checksum_file=None):
     """``[(file name, status, message)]`` with status 'ok', 'missing' or 'corrupt'."""
+    if not os.path.isdir(models_dir):
+        raise ValueError('%s: models folder not found (give --models-dir)' % models_dir)
     checksum_file = checksum_file or os.path.join(models_dir, 'checksum.md5')
     sums = read_checksums(checksum_file)
     results = []
