@@ -1,4 +1,5 @@
-"""Check released weight files that a user placed in ``models/`` against their md5 sums."""
+"""File checksums: the released weight files in ``models/`` against their md5 sums, and the
+sha256 digests that key evaluation results to the weights and data they were computed from."""
 import hashlib
 import os
 import re
@@ -27,6 +28,30 @@ def read_checksums(path):
     if not sums:
         raise ValueError('%s: no checksums in this file' % path)
     return sums
+
+
+def sha256sum(path, chunk=1 << 22):
+    """Hex sha256 of a file's content, read in ``chunk``-byte blocks (constant memory)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_digest(paths, root=None):
+    """Hex sha256 of a file list: each path (relative to ``root`` if given), its size and
+    modification time, in order. A list, a renamed, resized or rewritten file changes it.
+    ``None`` entries (e.g. a missing label) are kept as such."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is None:
+            digest.update(b'-\n')
+            continue
+        st = os.stat(path)
+        name = os.path.relpath(path, root) if root else path
+        digest.update(('%s\t%d\t%d\n' % (name, st.st_size, st.st_mtime_ns)).encode('utf-8'))
+    return digest.hexdigest()
 
 
 def md5sum(path, chunk=1 << 22):

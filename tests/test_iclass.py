@@ -384,7 +384,8 @@ def test_cache_skips_finished_scales(imagenet, weights, tmp_path, monkeypatch):
     again = T.validate(val_config(imagenet, weights, out, test_scales=(40,),
                                   cache_dtype='float16'))
     assert calls == [] and again['top1_error'] == first['top1_error']
-    two = T.validate(val_config(imagenet, weights, out, test_scales=(56, 40)))
+    two = T.validate(val_config(imagenet, weights, out, test_scales=(56, 40),
+                                cache_dtype='float16'))
     assert calls == [56]                               # only the new scale is computed
     assert set(two['per_scale']) == {'40', '56'}
     cfg = val_config(imagenet, weights, out)
