@@ -552,7 +552,7 @@ def _check_key(out_dir, key, logger):
 
 
 def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predictions=False,
-             progress=True, resume=True, plots=True, logger=None, title='', key=None):
+             progress=True, resume=True, plots=True, logger=None, title='', result_key=None):
     """Segment ``samples``, write the results and score them against the ground truth.
 
     predictor: anything with ``predict_probs(uint8 (H, W, 3)) -> float32 (C, H, W)``
@@ -566,7 +566,7 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
     save_predictions: write the probabilities as float16 ``.npz`` (key ``probs``).
     resume: skip images whose ``counts`` record exists (and whose requested outputs
         exist); their stored counts are added, so totals equal an uninterrupted run.
-    key: a JSON-ready dict of everything that determines the results (see
+    result_key: a JSON-ready dict of everything that determines the results (see
         :func:`evaluation_key`), stored as ``key.json``; earlier results under another
         key are set aside (see :func:`_check_key`) and everything is recomputed. None:
         no check (the caller vouches for the folder).
@@ -592,7 +592,7 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
             raise DataError('%s: same output name %r as %s' % (image, name, seen[name]))
         seen[name] = image
     os.makedirs(out_dir, exist_ok=True)
-    if key is not None and not _check_key(out_dir, key, logger):
+    if result_key is not None and not _check_key(out_dir, result_key, logger):
         resume = False
 
     cm = ConfusionMatrix(spec.classes, spec.ignore_label)
@@ -659,8 +659,8 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
         bar.close()
 
     summary = {'dataset': spec.name, 'images': len(samples), 'images_with_gt': with_gt}
-    if key is not None:
-        summary['key'] = key
+    if result_key is not None:
+        summary['key'] = result_key
     if hasattr(predictor, 'describe'):
         summary['protocol'] = predictor.describe()
     if with_gt:
@@ -876,7 +876,7 @@ def run_val(cfg, logger=None):
                        save_predictions=cfg.save_predictions, progress=cfg.progress,
                        logger=logger, title='%s, %s' % (os.path.basename(cfg.weights),
                                                         cfg.split),
-                       key=evaluation_key(cfg, predictor, samples))
+                       result_key=evaluation_key(cfg, predictor, samples))
     if (spec.name == 'cityscapes' and cfg.official_eval and cfg.save_results
             and summary.get('images_with_gt') and _has_instance_files(cfg.data_root, cfg.split)):
         official = official_cityscapes_eval(os.path.join(out_dir, 'labels'), cfg.data_root,
