@@ -120,7 +120,7 @@ def make_config(dataset, argv=None):
                 pass
     zoo.resolve_label(cfg.model, 'segmentation')
     if cfg.phase == 'val' and cfg.weights is None:
-        raise SystemExit('--phase val needs --weights')
+        raise ValueError('--phase val needs --weights (the .params file to evaluate)')
     if cfg.weights is not None and not os.path.isfile(cfg.weights):
         from rn38.params import read_params
         read_params(cfg.weights)  # raises the one-line error, with a hint for released files

@@ -21,7 +21,10 @@ def available_devices(spec, option='--gpus'):
         raise ValueError('%s %r: %s' % (option, spec, str(err).split(': ', 1)[-1])) from None
     gpus = [d.device_id for d in devices if d.device_type == 'gpu']
     if gpus:
-        count = mx.context.num_gpus()
+        try:
+            count = mx.context.num_gpus()
+        except mx.base.MXNetError:  # a CUDA build on a machine without a usable driver
+            count = 0
         missing = [i for i in gpus if i >= count]
         if missing:
             have = 'it has %d GPU%s' % (count, '' if count == 1 else 's') if count else \
