@@ -391,6 +391,14 @@ def test_cache_skips_finished_scales(imagenet, weights, tmp_path, monkeypatch):
     cfg = val_config(imagenet, weights, out)
     with np.load(T.cache_path(T.val_save_dir(cfg), 40, cfg), allow_pickle=False) as f:
         assert f['probs'].dtype == np.float16
+    # Another cache dtype is another key: recomputed, equal to a run into an empty folder.
+    f32 = T.validate(val_config(imagenet, weights, out, test_scales=(40,)))
+    assert calls == [56, 40]
+    fresh = T.validate(val_config(imagenet, weights, str(tmp_path / 'fresh'), test_scales=(40,)))
+    assert f32['per_scale'] == fresh['per_scale']
+    with np.load(T.cache_path(T.val_save_dir(cfg), 40, cfg), allow_pickle=False) as f:
+        assert f['probs'].dtype == np.float32
+    calls[:] = [56]
     # A flipped run has its own cache: nothing is reused wrongly.
     T.validate(val_config(imagenet, weights, out, test_scales=(40,), test_flipping=True))
     assert calls == [56, 40]
