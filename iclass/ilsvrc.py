@@ -124,12 +124,14 @@ def check_options(cfg):
     available_devices(cfg.gpus, '--gpus')
     if cfg.output is not None:
         writable_folder(cfg.output, '--output')
-    elif cfg.phase == 'val' and cfg.weights:
+    elif cfg.phase == 'train' or cfg.weights:
         try:
-            writable_folder(os.path.dirname(cfg.weights) or '.', 'output folder')
+            writable_folder('output' if cfg.phase == 'train' else
+                            os.path.dirname(cfg.weights) or '.', 'output folder')
         except ValueError as err:
-            raise ValueError('%s; give --output <folder> (by default --phase val writes '
-                             'beside --weights)' % err) from None
+            raise ValueError('%s; give --output <folder>%s' % (
+                err, ' (by default --phase val writes beside --weights)'
+                if cfg.phase == 'val' else '')) from None
     if cfg.log_file is not None:
         writable_folder(os.path.dirname(os.path.abspath(cfg.log_file)), '--log-file')
 
