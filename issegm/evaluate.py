@@ -541,11 +541,15 @@ def _check_key(out_dir, key, logger):
             why = 'no readable %s (computed by an older version or damaged)' % KEY_FILE
         else:
             why = '; '.join(key_differences(old, key))
-        aside = os.path.join(out_dir, time.strftime('superseded-%Y%m%dT%H%M%S', time.gmtime()))
-        os.makedirs(aside, exist_ok=True)
+        stamp = os.path.join(out_dir, time.strftime('superseded-%Y%m%dT%H%M%S', time.gmtime()))
+        aside, n = stamp, 1
+        while os.path.exists(aside):
+            n += 1
+            aside = '%s-%d' % (stamp, n)
+        os.makedirs(aside)
         for name in present + ([KEY_FILE] if old is not None else []):
             os.replace(os.path.join(out_dir, name), os.path.join(aside, name))
-        logger.info('earlier results in %s do not match this evaluation (%s): recomputing '
+        logger.warning('earlier results in %s do not match this evaluation (%s): recomputing '
                     'all images; the old ones are in %s', out_dir, why, aside)
     write_json(key, key_path)
     return False
