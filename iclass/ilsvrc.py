@@ -113,6 +113,29 @@ def config_from_args(args):
         log_file=args.log_file, debug=args.debug, progress=args.progress)
 
 
+def check_options(cfg):
+    """ValueError naming the option for what can be told before any work: devices that
+    this machine lacks, an output folder that cannot be written, a step schedule without
+    steps."""
+    from rn38.checks import available_devices, writable_folder
+    if cfg.phase == 'train' and cfg.lr_type == 'step' and not cfg.lr_steps:
+        raise ValueError('--lr-type step needs --lr-steps (the update counts where the rate '
+                         'is multiplied by --lr-factor)')
+    available_devices(cfg.gpus, '--gpus')
+    if cfg.output is not None:
+        writable_folder(cfg.output, '--output')
+    elif cfg.phase == 'train' or cfg.weights:
+        try:
+            writable_folder('output' if cfg.phase == 'train' else
+                            os.path.dirname(cfg.weights) or '.', 'output folder')
+        except ValueError as err:
+            raise ValueError('%s; give --output <folder>%s' % (
+                err, ' (by default --phase val writes beside --weights)'
+                if cfg.phase == 'val' else '')) from None
+    if cfg.log_file is not None:
+        writable_folder(os.path.dirname(os.path.abspath(cfg.log_file)), '--log-file')
+
+
 def main(argv=None):
     """Run the command line; bad input ends in one ``error:`` line and exit status 2."""
     parser = build_parser()
@@ -123,10 +146,11 @@ def main(argv=None):
         parser.error('--test-scales and --lr-steps take comma-separated integers')
     from iclass import train as cls_train
     try:
+        check_options(cfg)
         if cfg.phase == 'val':
             return cls_train.validate(cfg)
         return cls_train.train(cfg)
-    except (ValueError, FileNotFoundError) as err:  # DataError, ParamsError are ValueErrors
+    except (ValueError, OSError) as err:  # DataError, ParamsError are ValueErrors
         print('error: %s' % str(err).strip().splitlines()[0], file=sys.stderr)
         sys.exit(2)
 

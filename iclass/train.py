@@ -11,6 +11,7 @@ per-scale cache.
 """
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
@@ -231,32 +232,56 @@ def cache_path(save_dir, scale, cfg):
     return os.path.join(save_dir, name + '.npz')
 
 
-def _list_digest(split_list):
-    h = hashlib.sha1()
-    for image, label in zip(split_list.images, split_list.labels):
-        h.update(('%s\t%d\n' % (os.path.basename(image), label)).encode())
+def _list_digest(split_list, data_root):
+    """sha256 of a split: its images (relative paths, sizes, modification times) and
+    their class indices, in order."""
+    from rn38.checksums import files_digest
+    h = hashlib.sha256(files_digest(split_list.images, data_root).encode())
+    h.update(','.join(map(str, split_list.labels)).encode())
     return h.hexdigest()
 
 
-def load_cached(path, digest, classes):
-    """Probabilities ``(N, C)`` float32 from a cache written for this list, else None."""
+def cache_key(cfg, spec, scale, weights_sha256, list_digest):
+    """Everything that determines the cached predictions of one scale, JSON-ready: the
+    model, the weights file's content, the data (split list digest), the test options
+    and the cache dtype."""
+    return {'model': spec.label, 'classes': spec.classes, 'weights_sha256': weights_sha256,
+            'split': cfg.split, 'list_sha256': list_digest, 'scale': int(scale),
+            'three_crops': bool(cfg.test_3crops), 'flip': bool(cfg.test_flipping),
+            'choose_interp_method': bool(cfg.choose_interp_method),
+            'pool_style': cfg.pool_top_infer_style, 'dtype': cfg.cache_dtype}
+
+
+def load_cached(path, key, classes):
+    """``(probs, why)``: probabilities ``(N, C)`` float32 of a cache written under ``key``
+    and None, or None and why the cache cannot be used."""
     if not os.path.isfile(path):
-        return None
+        return None, 'no cache'
     try:
         with np.load(path, allow_pickle=False) as f:
-            if str(f['list_digest']) != digest or f['probs'].shape[1] != classes:
-                return None
-            return f['probs'].astype(np.float32)
-    except (OSError, ValueError, KeyError):
-        return None
+            stored = json.loads(str(f['key'])) if 'key' in f.files else None
+            if stored != key:
+                if stored is None:
+                    return None, 'the cache has no key (written by an older version)'
+                changed = sorted(k for k in set(stored) | set(key)
+                                 if stored.get(k) != key.get(k))
+                return None, 'the cache was computed with another ' + ', '.join(changed)
+            probs = f['probs']
+            if probs.ndim != 2 or probs.shape[1] != classes:
+                return None, 'the cache holds %s probabilities' % (probs.shape,)
+            return probs.astype(np.float32), None
+    except (OSError, ValueError, KeyError) as err:
+        return None, 'the cache cannot be read (%s)' % str(err).splitlines()[0]
 
 
-def save_cached(path, probs, digest, dtype):
-    """``np.savez`` (no pickle) through a temporary file and an atomic rename."""
+def save_cached(path, probs, key, dtype):
+    """``np.savez`` (no pickle) through a temporary file and an atomic rename; ``key`` is
+    stored beside the probabilities as JSON text."""
     from rn38.atomic import atomic_path
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f:
-            np.savez(f, probs=probs.astype(dtype), list_digest=np.array(digest))
+            np.savez(f, probs=probs.astype(dtype),
+                     key=np.array(json.dumps(key, sort_keys=True)))
 
 
 def _forward_probs(net, batch, devices):
@@ -325,29 +350,35 @@ def validate(cfg, logger=None):
 
     dataset = cfg.dataset or spec.dataset
     split_list = cls_data.load_split(cfg.data_root, cfg.split, dataset, spec.classes)
-    digest = _list_digest(split_list)
+    from rn38.checksums import sha256sum
+    digest = _list_digest(split_list, cfg.data_root)
+    weights_sha256 = sha256sum(cfg.weights)
     labels = np.asarray(split_list.labels)
     devices = _devices(cfg.gpus)
     net = None
     per_scale, preds = {}, []
     for scale in scales:
         path = cache_path(save_dir, scale, cfg)
-        probs = load_cached(path, digest, spec.classes)
+        key = cache_key(cfg, spec, scale, weights_sha256, digest)
+        probs, why = load_cached(path, key, spec.classes)
         if probs is not None:
             logger.info('scale %d: predictions read from %s, skipped', scale, path)
         else:
+            if os.path.exists(path):
+                logger.info('scale %d: %s not reused: %s; recomputing', scale, path, why)
             if net is None:
                 net = _build_eval_net(cfg, spec, devices)
             probs = predict_scale(net, split_list, scale, cfg, devices, spec.classes,
                                   cfg.progress, logger)
-            save_cached(path, probs, digest, cfg.cache_dtype)
-            probs = load_cached(path, digest, spec.classes)
+            save_cached(path, probs, key, cfg.cache_dtype)
+            probs, _ = load_cached(path, key, spec.classes)
         preds.append(probs)
         per_scale[str(scale)] = topk_errors(probs, labels)
         logger.info('scale %d: top-1 error %.4f%%, top-5 error %.4f%%', scale,
                     per_scale[str(scale)]['top1_error'], per_scale[str(scale)]['top5_error'])
     combined = topk_errors(np.mean(preds, axis=0), labels)
     results = {'model': spec.label, 'weights': os.path.abspath(cfg.weights),
+               'weights_sha256': weights_sha256,
                'split': cfg.split, 'list': split_list.path, 'images': len(split_list),
                'scales': scales, 'flipping': cfg.test_flipping, 'three_crops': cfg.test_3crops,
                'per_scale': per_scale, 'top1_error': combined['top1_error'],
@@ -429,6 +460,10 @@ def train(cfg, logger=None):
     transform = cls_data.TrainTransform(cfg.crop_size, choose_interp=cfg.choose_interp_method)
     loader = _loader(cls_data.ImageListDataset(split_list, transform), cfg.batch_images,
                      True, cfg.seed, cfg, drop_last=True)
+    if len(loader) == 0:
+        raise ValueError('--batch-images %d is larger than the %d images of %s: not one '
+                         'full batch per epoch' % (cfg.batch_images, len(split_list),
+                                                   split_list.path))
 
     devices = _devices(cfg.gpus)
     mx.random.seed(cfg.seed)

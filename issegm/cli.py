@@ -120,13 +120,28 @@ def make_config(dataset, argv=None):
                 pass
     zoo.resolve_label(cfg.model, 'segmentation')
     if cfg.phase == 'val' and cfg.weights is None:
-        raise SystemExit('--phase val needs --weights')
+        raise ValueError('--phase val needs --weights (the .params file to evaluate)')
     if cfg.weights is not None and not os.path.isfile(cfg.weights):
         from rn38.params import read_params
         read_params(cfg.weights)  # raises the one-line error, with a hint for released files
+    if cfg.phase == 'train' and cfg.lr_type == 'step' and not cfg.lr_steps:
+        raise ValueError('--lr-type step needs --lr-steps (the updates after which the rate '
+                         'drops x0.1, e.g. --lr-steps 30000,60000)')
+    from rn38.checks import available_devices, writable_folder
+    available_devices(cfg.gpus, '--gpus')
     if cfg.output is None:
         cfg.output = 'output' if cfg.phase == 'train' else \
             os.path.dirname(os.path.abspath(cfg.weights))
+        try:
+            writable_folder(cfg.output, 'output folder')
+        except ValueError as err:
+            raise ValueError("%s; give --output <folder>%s" % (
+                err, " (by default --phase val writes beside --weights)"
+                if cfg.phase == 'val' else '')) from None
+    else:
+        writable_folder(cfg.output, '--output')
+    if cfg.log_file is not None:
+        writable_folder(os.path.dirname(os.path.abspath(cfg.log_file)), '--log-file')
     if cfg.cache_images is None:
         cfg.cache_images = cfg.phase == 'train'
     cfg.cache_images = bool(cfg.cache_images)

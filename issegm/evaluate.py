@@ -59,6 +59,7 @@ Beyond the original (their code asserts a single scale):
 Everything here is plain functions and classes; the entries do the argument parsing.
 """
 import io
+import json
 import logging
 import math
 import os
@@ -241,7 +242,8 @@ class SegPredictor:
                 'feat_stride': self.feat_stride, 'classes': self.num_classes,
                 'mean': self.mean_std[0], 'std': self.mean_std[1],
                 'max_input_pixels': self.max_input_pixels,
-                'tile_size': list(self.tile_size) if self.max_input_pixels else None}
+                'tile_size': list(self.tile_size) if self.max_input_pixels else None,
+                'tile_margin': self.tile_margin if self.max_input_pixels else None}
 
     # -- network -------------------------------------------------------------------------
     def _run(self, x):
@@ -491,8 +493,70 @@ def _read_counts(path, num_classes):
     return counts.astype(np.int64), has_gt
 
 
+KEY_FILE = 'key.json'
+
+# What an evaluation folder holds (see :func:`output_paths` and :func:`evaluate`).
+_RESULT_ENTRIES = ('counts', 'labels', 'color', 'correct', 'probs', 'summary.json',
+                   'confusion.npz', 'class_iou.png', 'confusion.png', 'official.json')
+
+
+def key_differences(old, new, prefix=''):
+    """``['protocol.flip: False -> True', ...]``: the entries in which two keys differ."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [] if old == new else ['%s: %s -> %s' % (prefix or 'key', _short(old),
+                                                          _short(new))]
+    out = []
+    for name in sorted(set(old) | set(new)):
+        out += key_differences(old.get(name), new.get(name),
+                               '%s.%s' % (prefix, name) if prefix else name)
+    return out
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 20 else text[:12] + '...'
+
+
+def _check_key(out_dir, key, logger):
+    """Make ``out_dir`` hold only results computed under ``key``.
+
+    Results of another key (other settings, model, weights content, split or files), or
+    of an unknown one (no readable ``key.json``), are moved into
+    ``superseded-<UTC time>/`` with a one-line log saying why; then ``key.json`` is
+    written, before any per-image record. Returns True if earlier results may be resumed.
+    """
+    key_path = os.path.join(out_dir, KEY_FILE)
+    old = None
+    if os.path.isfile(key_path):
+        try:
+            with open(key_path) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = None
+    present = [n for n in _RESULT_ENTRIES if os.path.exists(os.path.join(out_dir, n))]
+    if old == key:
+        return True
+    if present:
+        if old is None:
+            why = 'no readable %s (computed by an older version or damaged)' % KEY_FILE
+        else:
+            why = '; '.join(key_differences(old, key))
+        stamp = os.path.join(out_dir, time.strftime('superseded-%Y%m%dT%H%M%S', time.gmtime()))
+        aside, n = stamp, 1
+        while os.path.exists(aside):
+            n += 1
+            aside = '%s-%d' % (stamp, n)
+        os.makedirs(aside)
+        for name in present + ([KEY_FILE] if old is not None else []):
+            os.replace(os.path.join(out_dir, name), os.path.join(aside, name))
+        logger.warning('earlier results in %s do not match this evaluation (%s): recomputing '
+                    'all images; the old ones are in %s', out_dir, why, aside)
+    write_json(key, key_path)
+    return False
+
+
 def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predictions=False,
-             progress=True, resume=True, plots=True, logger=None, title=''):
+             progress=True, resume=True, plots=True, logger=None, title='', result_key=None):
     """Segment ``samples``, write the results and score them against the ground truth.
 
     predictor: anything with ``predict_probs(uint8 (H, W, 3)) -> float32 (C, H, W)``
@@ -506,6 +570,10 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
     save_predictions: write the probabilities as float16 ``.npz`` (key ``probs``).
     resume: skip images whose ``counts`` record exists (and whose requested outputs
         exist); their stored counts are added, so totals equal an uninterrupted run.
+    result_key: a JSON-ready dict of everything that determines the results (see
+        :func:`evaluation_key`), stored as ``key.json``; earlier results under another
+        key are set aside (see :func:`_check_key`) and everything is recomputed. None:
+        no check (the caller vouches for the folder).
 
     Memory stays constant: one image at a time, the confusion counts are accumulated.
     Returns the summary dict (also in ``summary.json``) plus ``'resumed'`` and
@@ -528,6 +596,8 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
             raise DataError('%s: same output name %r as %s' % (image, name, seen[name]))
         seen[name] = image
     os.makedirs(out_dir, exist_ok=True)
+    if result_key is not None and not _check_key(out_dir, result_key, logger):
+        resume = False
 
     cm = ConfusionMatrix(spec.classes, spec.ignore_label)
     with_gt = resumed = computed = 0
@@ -593,6 +663,8 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
         bar.close()
 
     summary = {'dataset': spec.name, 'images': len(samples), 'images_with_gt': with_gt}
+    if result_key is not None:
+        summary['key'] = result_key
     if hasattr(predictor, 'describe'):
         summary['protocol'] = predictor.describe()
     if with_gt:
@@ -700,13 +772,15 @@ def official_cityscapes_eval(result_dir, gt_root, split='val', export_file=None)
 # ----------------------------------------------------------------------------- inference
 
 def segment_images(predictor, spec, image_paths, out_dir, names=None, alpha=0.5,
-                   progress=True, logger=None):
+                   progress=True, logger=None, failures=None):
     """Segment images without ground truth; for each name writes ``labels/<name>.png``
     (raw label ids), ``color/<name>.png`` (palette) and ``overlay/<name>.png`` (the
     image blended with the colours, weight ``alpha``).
 
     names: output names (may contain ``/`` for sub-folders); default the file stems.
-    Returns ``[(image_path, label_png_path), ...]``. Unreadable images raise DataError.
+    failures: None: an unreadable image raises DataError; a list: the image is skipped
+    with a one-line warning and ``(image_path, message)`` is appended to it.
+    Returns ``[(image_path, label_png_path), ...]`` of the images written.
     """
     from tqdm import tqdm
     logger = logger or logging.getLogger(__name__)
@@ -719,7 +793,16 @@ def segment_images(predictor, spec, image_paths, out_dir, names=None, alpha=0.5,
     written = []
     for path, name in tqdm(list(zip(image_paths, names)), unit='img', disable=not progress,
                            dynamic_ncols=True):
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except (DataError, cv2.error) as err:
+            if failures is None:
+                raise
+            message = str(err).strip().splitlines()[0] if isinstance(err, DataError) else \
+                '%s: cannot read image (%s)' % (path, str(err).strip().splitlines()[-1])
+            logger.warning('skipped: %s', message)
+            failures.append((path, message))
+            continue
         pred = predictor.predict_probs(image).argmax(0).astype(np.uint8)
         color = spec.palette[pred]
         label_path = os.path.join(out_dir, 'labels', name + '.png')
@@ -744,6 +827,19 @@ def _has_instance_files(data_root, split):
     import glob
     return bool(glob.glob(os.path.join(data_root, 'gtFine', split, '*',
                                        '*_gtFine_instanceIds.png')))
+
+
+def evaluation_key(cfg, predictor, samples):
+    """Everything that determines the results of ``--phase val``, JSON-ready: the
+    protocol settings (:meth:`SegPredictor.describe`), the model label, the sha256 of the
+    weights file's content, the dataset, the split and a digest of its files (paths
+    relative to the data root, sizes, modification times)."""
+    from rn38.checksums import files_digest, sha256sum
+    paths = [p for sample in samples for p in sample]
+    return {'protocol': predictor.describe(), 'model': cfg.model,
+            'weights_sha256': sha256sum(cfg.weights), 'dataset': cfg.dataset,
+            'split': cfg.split, 'files': {'samples': len(samples),
+                                          'sha256': files_digest(paths, cfg.data_root)}}
 
 
 def run_val(cfg, logger=None):
@@ -783,7 +879,8 @@ def run_val(cfg, logger=None):
     summary = evaluate(predictor, spec, samples, out_dir, save_results=cfg.save_results,
                        save_predictions=cfg.save_predictions, progress=cfg.progress,
                        logger=logger, title='%s, %s' % (os.path.basename(cfg.weights),
-                                                        cfg.split))
+                                                        cfg.split),
+                       result_key=evaluation_key(cfg, predictor, samples))
     if (spec.name == 'cityscapes' and cfg.official_eval and cfg.save_results
             and summary.get('images_with_gt') and _has_instance_files(cfg.data_root, cfg.split)):
         official = official_cityscapes_eval(os.path.join(out_dir, 'labels'), cfg.data_root,

@@ -52,8 +52,9 @@ def parse_args(argv=None):
                              'field radius, exact)')
     parser.add_argument('--alpha', type=float, default=0.5, help='overlay colour weight')
     parser.add_argument('--gpus', default=None,
-                        help='GPU ids, e.g. 0 or 0,1 (the first one runs); empty: CPU; '
-                             'default: GPU 0 if there is one')
+                        help="devices as for the other entries: GPU ids, e.g. 0 or 0,1 (the "
+                             "first one runs); 'cpu' or empty: the CPU; default: GPU 0 if "
+                             "there is one")
     parser.add_argument('--no-progress', dest='progress', action='store_false',
                         help='no progress bar')
     return parser.parse_args(argv)
@@ -91,23 +92,25 @@ def make_config(args):
         except ValueError:
             raise ValueError('--test-scales must be integers separated by commas, got %r'
                              % args.test_scales) from None
+    from rn38.checks import available_devices, writable_folder
+    gpus = args.gpus
+    if gpus is None:
+        import mxnet as mx
+        gpus = '0' if mx.context.num_gpus() > 0 else 'cpu'
+    available_devices(gpus, '--gpus')
+    writable_folder(args.output, '--output')
     return {'weights': args.weights, 'model': label, 'dataset': spec.dataset,
             'input': args.input, 'output': args.output, 'test_scales': scales,
             'test_flipping': args.test_flipping, 'test_steps': args.test_steps,
             'pad_mode': args.pad_mode, 'max_input_pixels': args.max_input_pixels,
             'tile_size': args.tile_size, 'tile_margin': args.tile_margin,
-            'alpha': args.alpha, 'gpus': args.gpus, 'progress': args.progress}
+            'alpha': args.alpha, 'gpus': gpus, 'progress': args.progress}
 
 
-def contexts(gpus):
-    import mxnet as mx
-    if gpus is None:
-        return [mx.gpu(0)] if mx.context.num_gpus() > 0 else [mx.cpu()]
-    ids = [g.strip() for g in gpus.split(',') if g.strip()]
-    return [mx.gpu(int(g)) for g in ids] if ids else [mx.cpu()]
-
-
-def run(config):
+def run(config, failures=None):
+    """Segment ``config['input']``; returns the written ``[(image, label PNG)]``.
+    failures: see :func:`issegm.evaluate.segment_images` (None: the first unreadable
+    image raises)."""
     import issegm
     from issegm.datasets import get_dataset_spec
     from issegm.evaluate import SegPredictor, segment_images
@@ -119,7 +122,8 @@ def run(config):
     save_config(config, os.path.join(config['output'], 'config.yaml'))
     spec = get_dataset_spec(config['dataset'])
     images, names = list_images(config['input'])
-    ctx = contexts(config['gpus'])
+    from rn38.checks import available_devices
+    ctx = available_devices(config['gpus'], '--gpus')
     net = issegm.get_model(config['model'], pretrained=config['weights'], ctx=ctx)
     if net.classes != spec.classes:
         raise ValueError('model %s has %d classes but dataset %s has %d'
@@ -133,17 +137,24 @@ def run(config):
     logger.info('model %s on %s, protocol %s, %d images', config['model'], ctx,
                 predictor.describe(), len(images))
     return segment_images(predictor, spec, images, config['output'], names=names,
-                          alpha=config['alpha'], progress=config['progress'], logger=logger)
+                          alpha=config['alpha'], progress=config['progress'], logger=logger,
+                          failures=failures)
 
 
 def main(argv=None):
     args = parse_args(argv)
     from issegm.datasets import DataError
     from rn38.params import ParamsError
+    failures = []
     try:
-        run(make_config(args))
-    except (DataError, ParamsError, ValueError) as err:
-        print('error: %s' % err, file=sys.stderr)
+        written = run(make_config(args), failures)
+    except (DataError, ParamsError, ValueError, OSError) as err:
+        print('error: %s' % str(err).strip().splitlines()[0], file=sys.stderr)
+        return 2
+    if failures:
+        print('error: %d of %d images skipped (unreadable), the others are written: %s'
+              % (len(failures), len(failures) + len(written),
+                 ', '.join(path for path, _ in failures)), file=sys.stderr)
         return 2
     return 0
 

@@ -97,6 +97,10 @@ def train(cfg, logger=None):
     dataset = SegTrainDataset(spec, samples, transform, cache_images=cfg.cache_images)
     loader = BatchLoader(dataset, cfg.batch_images, shuffle=True, seed=cfg.seed,
                          workers=cfg.prefetch_threads, mode=cfg.prefetcher)
+    if len(loader) == 0:
+        raise ValueError('--batch-images %d is larger than the %d images of %s (split %s): '
+                         'not one full batch per epoch' % (cfg.batch_images, len(dataset),
+                                                           cfg.data_root, cfg.split))
     logger.info('%d training images from %s (%s), %d batches of %d per epoch, crop %d',
                 len(dataset), cfg.data_root, cfg.split, len(loader), cfg.batch_images,
                 transform.crop_size)

@@ -1,20 +1,57 @@
-"""Check released weight files that a user placed in ``models/`` against their md5 sums."""
+"""File checksums: the released weight files in ``models/`` against their md5 sums, and the
+sha256 digests that key evaluation results to the weights and data they were computed from."""
 import hashlib
 import os
+import re
 
 
 def read_checksums(path):
-    """``{file name: md5}`` from an md5sum-style file."""
+    """``{file name: md5}`` from an md5sum-style file; ValueError naming the file (and the
+    line) if it is missing, unreadable or malformed."""
     sums = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2 or len(parts[0]) != 32:
-                raise ValueError('%s:%d: expected "<md5>  <file name>"' % (path, n))
-            sums[parts[1].lstrip('*')] = parts[0].lower()
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise ValueError('%s: checksum file not found' % path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError('%s: cannot read the checksum file (%s)'
+                         % (path, getattr(err, 'strerror', None) or err)) from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not re.match(r'^[0-9a-fA-F]{32}$', parts[0]):
+            raise ValueError('%s line %d: expected "<md5>  <file name>", got %r'
+                             % (path, n, line[:80]))
+        sums[parts[1].lstrip('*')] = parts[0].lower()
+    if not sums:
+        raise ValueError('%s: no checksums in this file' % path)
     return sums
+
+
+def sha256sum(path, chunk=1 << 22):
+    """Hex sha256 of a file's content, read in ``chunk``-byte blocks (constant memory)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_digest(paths, root=None):
+    """Hex sha256 of a file list: each path (relative to ``root`` if given), its size and
+    modification time, in order. A list, a renamed, resized or rewritten file changes it.
+    ``None`` entries (e.g. a missing label) are kept as such."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is None:
+            digest.update(b'-\n')
+            continue
+        st = os.stat(path)
+        name = os.path.relpath(path, root) if root else path
+        digest.update(('%s\t%d\t%d\n' % (name, st.st_size, st.st_mtime_ns)).encode('utf-8'))
+    return digest.hexdigest()
 
 
 def md5sum(path, chunk=1 << 22):
@@ -27,6 +64,8 @@ def md5sum(path, chunk=1 << 22):
 
 def verify_models(models_dir, names=None, checksum_file=None):
     """``[(file name, status, message)]`` with status 'ok', 'missing' or 'corrupt'."""
+    if not os.path.isdir(models_dir):
+        raise ValueError('%s: models folder not found (give --models-dir)' % models_dir)
     checksum_file = checksum_file or os.path.join(models_dir, 'checksum.md5')
     sums = read_checksums(checksum_file)
     results = []

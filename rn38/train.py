@@ -121,7 +121,11 @@ def resume_epoch(weights, label):
 
 
 def setup_logging(log_file=None, debug=False, name='rn38'):
-    """A logger writing to stderr (through tqdm, so bars stay intact) and ``log_file``."""
+    """A logger writing to stderr (through tqdm, so bars stay intact) and ``log_file``.
+
+    stdout is left to results: a run whose stdout is discarded still shows its log.
+    """
+    import sys
     logger = logging.getLogger(name)
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
     logger.propagate = False
@@ -132,7 +136,7 @@ def setup_logging(log_file=None, debug=False, name='rn38'):
 
     class _TqdmHandler(logging.Handler):
         def emit(self, record):
-            tqdm.write(self.format(record))
+            tqdm.write(self.format(record), file=sys.stderr)
 
     console = _TqdmHandler()
     console.setFormatter(fmt)

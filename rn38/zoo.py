@@ -30,17 +30,38 @@ SEGMENTATION = ('cityscapes_rna-a1_cls19_s8', 'cityscapes_rna-a1_cls19_s16',
                 'cityscapes_rna-a1-mini_cls19_s32')
 REGISTERED = {'classification': CLASSIFICATION, 'segmentation': SEGMENTATION}
 
+# Datasets of classification labels (their lists: ``<data root>/<split>.lst`` or
+# ``iclass/data/<dataset>/``); segmentation datasets are those with a spec in
+# :mod:`issegm.datasets`.
+CLASSIFICATION_DATASETS = ('ilsvrc-cls', 'demo-cls')
+
 _LABEL = re.compile(r'^(?P<dataset>[a-z0-9+-]+)_rna-(?P<net>[a-z0-9-]+)_cls(?P<classes>\d+)'
                     r'(?:_s(?P<stride>\d+))?(?:_[A-Za-z0-9+-]+)*$')
 
 
+def dataset_names():
+    """Every dataset a label may name: the segmentation specs, then the classification data."""
+    from issegm.datasets import DATASET_NAMES
+    packaged = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            'iclass', 'data')
+    extra = sorted(os.listdir(packaged)) if os.path.isdir(packaged) else []
+    names = list(DATASET_NAMES) + list(CLASSIFICATION_DATASETS)
+    return tuple(names + [n for n in extra if n not in names])
+
+
 def parse_label(label):
-    """``'cityscapes_rna-a1_cls19_s8'`` -> ModelSpec; ValueError listing valid labels."""
+    """``'cityscapes_rna-a1_cls19_s8'`` -> ModelSpec; ValueError listing valid labels, or
+    the valid dataset names when the dataset part names no known dataset (a typo such as
+    ``cityscape_...`` would otherwise build and train silently)."""
     m = _LABEL.match(label)
     if m is None:
         raise ValueError('cannot parse model label %r: expected '
                          '<dataset>_rna-<net>_cls<C>[_s<stride>], e.g. %s'
                          % (label, ', '.join(SEGMENTATION[:1] + CLASSIFICATION[:2])))
+    known = dataset_names()
+    if m.group('dataset') not in known:
+        raise ValueError('model label %r: unknown dataset %r; valid datasets: %s'
+                         % (label, m.group('dataset'), ', '.join(known)))
     return ModelSpec(label, m.group('dataset'), m.group('net'), int(m.group('classes')),
                      int(m.group('stride') or 32))
 

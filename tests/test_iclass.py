@@ -385,12 +385,21 @@ def test_cache_skips_finished_scales(imagenet, weights, tmp_path, monkeypatch):
     again = T.validate(val_config(imagenet, weights, out, test_scales=(40,),
                                   cache_dtype='float16'))
     assert calls == [] and again['top1_error'] == first['top1_error']
-    two = T.validate(val_config(imagenet, weights, out, test_scales=(56, 40)))
+    two = T.validate(val_config(imagenet, weights, out, test_scales=(56, 40),
+                                cache_dtype='float16'))
     assert calls == [56]                               # only the new scale is computed
     assert set(two['per_scale']) == {'40', '56'}
     cfg = val_config(imagenet, weights, out)
     with np.load(T.cache_path(T.val_save_dir(cfg), 40, cfg), allow_pickle=False) as f:
         assert f['probs'].dtype == np.float16
+    # Another cache dtype is another key: recomputed, equal to a run into an empty folder.
+    f32 = T.validate(val_config(imagenet, weights, out, test_scales=(40,)))
+    assert calls == [56, 40]
+    fresh = T.validate(val_config(imagenet, weights, str(tmp_path / 'fresh'), test_scales=(40,)))
+    assert f32['per_scale'] == fresh['per_scale']
+    with np.load(T.cache_path(T.val_save_dir(cfg), 40, cfg), allow_pickle=False) as f:
+        assert f['probs'].dtype == np.float32
+    calls[:] = [56]
     # A flipped run has its own cache: nothing is reused wrongly.
     T.validate(val_config(imagenet, weights, out, test_scales=(40,), test_flipping=True))
     assert calls == [56, 40]
@@ -404,6 +413,58 @@ def test_cache_skips_finished_scales(imagenet, weights, tmp_path, monkeypatch):
     cfg = val_config(sub, weights, out, test_scales=(40,))
     res = T.validate(cfg)
     assert calls == [56, 40, 40] and res['images'] == len(lines) - 1
+
+
+def _validate_process(root, weights, out, *extra):
+    """``iclass/ilsvrc.py --phase val`` in a fresh process -> (results.json, cache, log)."""
+    cmd = [sys.executable, os.path.join(REPO, 'iclass', 'ilsvrc.py'), '--data-root', root,
+           '--phase', 'val', '--weights', weights, '--split', 'val', '--test-scales', '40',
+           '--batch-images', '4', '--output', str(out), '--no-progress'] + list(extra)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = os.path.join(str(out), LABEL + '_ep-0001')
+    results = json.load(open(os.path.join(folder, 'results.json')))
+    caches = sorted(n for n in os.listdir(folder) if n.startswith('preds_'))
+    with np.load(os.path.join(folder, caches[0])) as f:
+        probs = f['probs']
+    return results, probs, proc.stderr
+
+
+def test_cache_of_other_weights_or_data_is_recomputed(imagenet, weights, tmp_path):
+    """Same weights file name and list, other content: the cache is not reused, and the
+    results equal a validation into an empty folder."""
+    models = tmp_path / 'models'
+    models.mkdir()
+    path = str(models / os.path.basename(weights))
+    with open(weights, 'rb') as src, open(path, 'wb') as dst:
+        dst.write(src.read())
+    out = tmp_path / 'out'
+    first, first_probs, _ = _validate_process(imagenet, path, out)
+    mx.random.seed(21)
+    save_params(iclass.get_model(LABEL), path)                # new content, same name
+    again, probs, log = _validate_process(imagenet, path, out)
+    fresh, fresh_probs, _ = _validate_process(imagenet, path, tmp_path / 'fresh')
+    np.testing.assert_array_equal(probs, fresh_probs)
+    assert not np.allclose(probs, first_probs)                # the change matters
+    keep = ('top1_error', 'top5_error', 'per_scale', 'weights_sha256')
+    assert {k: again[k] for k in keep} == {k: fresh[k] for k in keep}
+    assert first['weights_sha256'] != again['weights_sha256']
+    why = [l for l in log.splitlines() if 'not reused' in l]
+    assert len(why) == 1 and 'weights_sha256' in why[0]
+    # an image rewritten in place (same list, same names) changes the list digest
+    data = tmp_path / 'data'
+    import shutil
+    shutil.copytree(imagenet, str(data))  # same names, sizes, times: the same key as before
+    base_probs = probs
+    image = sorted(p for p in (data / 'val').rglob('*') if p.is_file())[0]
+    im = Image.open(str(image))
+    im.transpose(Image.FLIP_TOP_BOTTOM).rotate(90).save(str(image), format=im.format)
+    changed, changed_probs, log = _validate_process(str(data), path, out)
+    fresh, fresh_probs, _ = _validate_process(str(data), path, tmp_path / 'fresh2')
+    np.testing.assert_array_equal(changed_probs, fresh_probs)
+    assert not np.array_equal(changed_probs, base_probs)
+    assert any('not reused' in l and 'list_sha256' in l for l in log.splitlines())
 
 
 # ------------------------------------------------------------------ command line

@@ -108,3 +108,30 @@ def test_errors_are_one_line(weights, tmp_path, capsys):
     assert predict.main(['--weights', weights, '--input', src, '--output', out,
                          '--test-scales', 'big', '--gpus', '']) == 2
     assert '--test-scales' in capsys.readouterr().err
+
+
+def test_bad_inputs_are_skipped_and_the_others_written(weights, tmp_path):
+    """A folder with a zero-byte and a garbage "image": the good ones are written, each
+    bad one gets a one-line warning, the run exits 2 at the end; ``--gpus cpu`` is the
+    shared device syntax."""
+    folder = tmp_path / 'in'
+    good = write_images(str(folder), [(20, 30), (18, 26)])
+    (folder / 'empty.png').write_bytes(b'')
+    (folder / 'garbage.jpg').write_bytes(b'not an image at all')
+    out = str(tmp_path / 'out')
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'issegm', 'predict.py'), '--weights', weights,
+         '--input', str(folder), '--output', out, '--gpus', 'cpu', '--no-progress'],
+        env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True,
+        timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert 'Traceback' not in proc.stderr and proc.stdout == ''
+    for path in good:
+        name = os.path.splitext(os.path.basename(path))[0]
+        check_outputs(out, name, cv2.imread(path).shape[:2])
+    assert sorted(os.listdir(os.path.join(out, 'labels'))) == ['img0.png', 'img1.png']
+    lines = proc.stderr.strip().splitlines()
+    for bad in ('empty.png', 'garbage.jpg'):
+        warned = [l for l in lines if 'WARNING skipped' in l and str(folder / bad) in l]
+        assert len(warned) == 1, proc.stderr
+    assert lines[-1].startswith('error: 2 of 4 images skipped')

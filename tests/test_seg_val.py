@@ -1,6 +1,10 @@
 """--phase val as a user runs it, and VOC / ADE20K through the same entries."""
+import glob
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import cv2
 import mxnet as mx
@@ -16,6 +20,7 @@ from rn38.params import save_params
 from scripts_path import make_demo_dataset
 
 MINI = 'cityscapes_rna-a1-mini_cls19_s8'
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -86,9 +91,101 @@ def test_val_bad_inputs(demo, tmp_path, capsys):
     (empty / 'leftImg8bit' / 'val').mkdir(parents=True)
     (empty / 'gtFine' / 'val').mkdir(parents=True)
     assert _val(str(empty), weights, tmp_path) == 2
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.err  # logs and errors go to stderr
     assert wrong in text and 'missing key arg:linear19' in text
+    assert wrong not in captured.out
     assert str(empty) in text
+
+
+def _val_process(root, weights, out, *extra):
+    """``issegm/cityscapes.py --phase val`` in a fresh process; returns its summary.json."""
+    cmd = [sys.executable, os.path.join(REPO, 'issegm', 'cityscapes.py'), '--phase', 'val',
+           '--data-root', root, '--weights', weights, '--output', str(out), '--gpus', 'cpu',
+           '--no-progress', '--no-official-eval'] + list(extra)
+    if '--test-scales' not in extra:
+        cmd += ['--test-scales', '128']
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = val_output_dir(str(out), weights, 'val')
+    with open(os.path.join(folder, 'summary.json')) as f:
+        summary = json.load(f)
+    with np.load(os.path.join(folder, 'confusion.npz')) as f:
+        confusion = {k: f[k] for k in f.files}
+    labels = {n: open(os.path.join(folder, 'labels', n), 'rb').read()
+              for n in sorted(os.listdir(os.path.join(folder, 'labels')))}
+    return summary, confusion, labels, proc.stderr
+
+
+@pytest.fixture(scope='module')
+def earlier_eval(demo, tmp_path_factory):
+    """An evaluation folder at scale 128, no flipping, T = 1, the demo weights."""
+    root, weights = demo
+    out = tmp_path_factory.mktemp('earlier')
+    _val_process(root, weights, out)
+    return str(out)
+
+
+def _other_weights(weights, folder):
+    """Other content under the same file name (so the same result folder)."""
+    mx.random.seed(11)
+    net = issegm.get_model(MINI)
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    path = os.path.join(str(folder), os.path.basename(weights))
+    save_params(net, path)
+    return path
+
+
+@pytest.mark.parametrize('change', ['scales', 'flipping', 'steps', 'weights'])
+def test_reevaluation_after_a_change_equals_a_fresh_one(demo, earlier_eval, tmp_path, change):
+    root, weights = demo
+    extra = {'scales': ['--test-scales', '96'], 'flipping': ['--test-flipping'],
+             'steps': ['--test-steps', '2'], 'weights': []}[change]
+    if change == 'weights':
+        weights = _other_weights(weights, tmp_path / 'models')
+    reused = tmp_path / 'reused'
+    shutil.copytree(earlier_eval, str(reused))
+    before = json.load(open(os.path.join(val_output_dir(str(reused), weights, 'val'),
+                                         'summary.json')))
+    summary, confusion, labels, log = _val_process(root, weights, reused, *extra)
+    fresh = _val_process(root, weights, tmp_path / 'fresh', *extra)
+    assert summary == fresh[0]
+    assert labels == fresh[2]
+    for k in confusion:
+        np.testing.assert_array_equal(confusion[k], fresh[1][k])
+    # the change matters (else this test could not fail) and the log says why it recomputed
+    def scores(d):
+        return {k: v for k, v in d.items() if k not in ('key', 'protocol')}
+    assert scores(before) != scores(summary)
+    lines = [l for l in log.splitlines() if 'do not match this evaluation' in l]
+    assert len(lines) == 1, log[-2000:]
+    assert {'scales': 'protocol.scales', 'flipping': 'protocol.flip',
+            'steps': 'protocol.test_steps', 'weights': 'weights_sha256'}[change] in lines[0]
+    assert '3 images computed, 0 resumed' in log
+    # the earlier results are kept aside, not lost
+    folder = val_output_dir(str(reused), weights, 'val')
+    aside = [n for n in os.listdir(folder) if n.startswith('superseded-')]
+    assert len(aside) == 1
+    assert json.load(open(os.path.join(folder, aside[0], 'summary.json'))) == before
+
+
+def test_unchanged_reevaluation_resumes_everything(demo, earlier_eval, tmp_path):
+    root, weights = demo
+    reused = tmp_path / 'reused'
+    shutil.copytree(earlier_eval, str(reused))
+    before = json.load(open(os.path.join(val_output_dir(str(reused), weights, 'val'),
+                                         'summary.json')))
+    summary, _, _, log = _val_process(root, weights, reused)
+    assert '0 images computed, 3 resumed' in log and summary == before
+    # a changed data file (same name, other content) is a new evaluation too
+    data = tmp_path / 'data'
+    shutil.copytree(root, str(data))
+    image = sorted(glob.glob(str(data / 'leftImg8bit' / 'val' / '*' / '*.png')))[0]
+    pixels = cv2.imread(image)
+    cv2.imwrite(image, 255 - pixels)
+    _, _, _, log = _val_process(str(data), weights, reused)
+    assert 'files.sha256' in log and '3 images computed, 0 resumed' in log
 
 
 def _write_voc(root, n, rs):
