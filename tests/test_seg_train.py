@@ -451,3 +451,58 @@ def test_validation_during_training(demo_root, tmp_path):
     best = _weights(str(out / ('%s_best.params' % MINI)))
     ref = _weights(str(out / ('%s_ep-%04d.params' % (MINI, best_epoch))))
     assert best.keys() == ref.keys() and all(np.array_equal(best[k], ref[k]) for k in ref)
+
+
+_ORPHAN_SCRIPT = r'''
+import sys, threading, time
+import numpy as np
+from rn38.loader import BatchLoader
+
+class Dataset:
+    def __len__(self):
+        return 64
+    def __getitem__(self, index, rng):
+        return np.full((4,), index, np.float32), np.int64(index)
+
+loader = BatchLoader(Dataset(), 4, workers=2, mode='process')
+def first_batch():
+    next(iter(loader))
+if sys.argv[1] == 'thread':  # started from a thread: only the pid watchdog applies
+    t = threading.Thread(target=first_batch)
+    t.start()
+    t.join()
+else:
+    first_batch()
+print(' '.join(str(p.pid) for p in loader._pool['workers']), flush=True)
+time.sleep(600)
+'''
+
+
+def _alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize('started_from', ['main', 'thread'])
+def test_loader_processes_die_with_a_killed_trainer(started_from):
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, '-c', _ORPHAN_SCRIPT, started_from],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=REPO))
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    orphans = [p for p in workers if _alive(p)]
+    for pid in orphans:  # leave nothing behind if the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans
