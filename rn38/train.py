@@ -580,6 +580,35 @@ def _keep_best(done_epochs, record, metric, path, out_dir, label, logger):
                     best_path(out_dir, label))
 
 
+HISTORY_FILES = ('history.json', 'epochs.csv', 'loss_curve.png')
+
+
+def _set_aside_history(out_dir, label, from_epoch, logger):
+    """``history.json``, ``epochs.csv`` and ``loss_curve.png`` describe the folder's
+    latest run. When that was a run of another label, its three files are renamed
+    ``<its label>_<name>`` (``previous_`` if unknown; a record without a label, of earlier
+    versions, counts as this run's when it resumes) so nothing is lost. Returns the path
+    of the history of ``label`` (current or set aside earlier), or None."""
+    path = os.path.join(out_dir, 'history.json')
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                owner = json.load(f).get('label')
+        except (OSError, ValueError, AttributeError):
+            owner = None
+        if owner == label or (owner is None and from_epoch > 0):
+            return path
+        prefix = owner if isinstance(owner, str) and owner else 'previous'
+        for name in HISTORY_FILES:
+            src = os.path.join(out_dir, name)
+            if os.path.isfile(src):
+                os.replace(src, os.path.join(out_dir, '%s_%s' % (prefix, name)))
+        logger.info('%s: the records of %s moved to %s_history.json, %s_epochs.csv, '
+                    '%s_loss_curve.png', out_dir, prefix, prefix, prefix, prefix)
+    aside = os.path.join(out_dir, '%s_history.json' % label)
+    return aside if os.path.isfile(aside) else None
+
+
 def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out_dir,
         from_epoch, stop_epoch, mirror=False, logger=None, progress=True, seed=0,
         run_id=None, validate=None, val_every=0, val_metric=None, keep_checkpoints=2,
@@ -619,9 +648,10 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     if updates_per_epoch == 0:
         raise ValueError('no full batch in the training set: fewer images than --batch-images')
     history_path = os.path.join(out_dir, 'history.json')
-    history = {'updates': [], 'epochs': []}
-    if from_epoch > 0 and os.path.isfile(history_path):
-        with open(history_path) as f:
+    history = {'label': label, 'updates': [], 'epochs': []}
+    own = _set_aside_history(out_dir, label, from_epoch, logger)
+    if from_epoch > 0 and own is not None:
+        with open(own) as f:
             old = json.load(f)
         history['updates'] = [u for u in old.get('updates', [])
                               if u['update'] <= from_epoch * updates_per_epoch]

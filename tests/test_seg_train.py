@@ -506,3 +506,24 @@ def test_loader_processes_die_with_a_killed_trainer(started_from):
     for pid in orphans:  # leave nothing behind if the test fails
         os.kill(pid, signal.SIGKILL)
     assert not orphans
+
+
+def test_second_stage_under_its_own_label_keeps_both_records(demo_root, tmp_path):
+    """Stage 2 (its own --model label) into stage 1's folder: stage 1's checkpoints and
+    its history stay; a resumed stage 1 continues its own history."""
+    out = tmp_path / 'stages'
+    first = _one_epoch_run(demo_root, out)
+    stage1 = json.load(open(out / 'history.json'))
+    second = MINI + '_x1-140'
+    assert cli.main('cityscapes', _argv(demo_root, out, '--weights', first, '--from-epoch', '0',
+                                        '--model', second, '--to-epoch', '1')) == 0
+    assert json.load(open(out / 'history.json'))['label'] == second
+    assert json.load(open(out / (MINI + '_history.json'))) == stage1
+    assert os.path.isfile(out / (MINI + '_loss_curve.png'))
+    assert os.path.isfile(first) and os.path.isfile(out / (second + '_ep-0001.params'))
+    assert cli.main('cityscapes', _argv(demo_root, out, '--batch-images', '8',
+                                        '--weights', first)) == 0
+    resumed = json.load(open(out / 'history.json'))
+    assert resumed['label'] == MINI and [e['epoch'] for e in resumed['epochs']] == [1, 2]
+    assert resumed['epochs'][0] == stage1['epochs'][0]
+    assert json.load(open(out / (second + '_history.json')))['label'] == second
