@@ -394,7 +394,8 @@ def train(cfg, logger=None):
                          % (from_epoch, stop_epoch, cfg.to_epoch))
     os.makedirs(cfg.output, exist_ok=True)
     logger = logger or _logger(cfg, os.path.join(cfg.output, label + '.log'))
-    lock, run_id = shared.claim_output(cfg.output, label, from_epoch, cfg.weights, logger)
+    lock, run_id = shared.claim_output(cfg.output, label, from_epoch, cfg.weights, logger,
+                                       distributed=cfg.kvstore.startswith('dist'))
     try:
         return _train_locked(cfg, spec, from_epoch, stop_epoch, run_id, logger)
     except KeyboardInterrupt:
@@ -408,6 +409,8 @@ def classification_validator(cfg, logger):
     :func:`rn38.train.fit`: :func:`validate` with the run's ``test_*`` options on
     ``cfg.val_split``, results in ``<output>/val/<checkpoint stem>/``."""
     import shutil
+    cls_data.load_split(cfg.data_root, cfg.val_split, cfg.dataset or resolve_label(cfg).dataset,
+                        resolve_label(cfg).classes)  # a missing list fails before training
 
     def run(epoch, checkpoint):
         val_cfg = dataclasses.replace(cfg, phase='val', weights=checkpoint, split=cfg.val_split,

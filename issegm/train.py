@@ -84,7 +84,8 @@ def train(cfg, logger=None):
                          % (from_epoch, from_epoch))
     os.makedirs(cfg.output, exist_ok=True)
     logger = logger or setup_logging(cfg.log_file, cfg.debug)
-    lock, run_id = claim_output(cfg.output, cfg.model, from_epoch, cfg.weights, logger)
+    lock, run_id = claim_output(cfg.output, cfg.model, from_epoch, cfg.weights, logger,
+                                distributed=cfg.kvstore.startswith('dist'))
     try:
         return _train_locked(cfg, spec, spec_model, from_epoch, run_id, logger)
     except KeyboardInterrupt:
@@ -101,6 +102,10 @@ def segmentation_validator(cfg, logger):
     import argparse
     import shutil
     from .evaluate import run_val, val_output_dir
+    held_out = list_samples(get_dataset_spec(cfg.dataset), cfg.data_root, cfg.val_split)
+    if not any(label for _, label in held_out):  # checked before the first epoch
+        raise ValueError('--val-every: split %s of %s has no ground truth to score'
+                         % (cfg.val_split, cfg.data_root))
 
     def validate(epoch, checkpoint):
         val_cfg = argparse.Namespace(**vars(cfg))

@@ -402,7 +402,12 @@ def _read_run_id(path):
         return None
 
 
-def claim_output(out_dir, label, from_epoch, weights=None, logger=None):
+class _NoLock:
+    def release(self):
+        pass
+
+
+def claim_output(out_dir, label, from_epoch, weights=None, logger=None, distributed=False):
     """Take the output folder for a run of ``label`` starting after epoch ``from_epoch``.
 
     Locks the folder (:class:`OutputLock`), removes temporary files left by killed
@@ -411,10 +416,16 @@ def claim_output(out_dir, label, from_epoch, weights=None, logger=None):
     continue the run recorded in ``<label>_run.json`` (its id is saved with every
     optimizer state). Raises :class:`RunFolderError`. Returns ``(lock, run_id)``; call
     ``lock.release()`` at the end.
+
+    ``distributed``: a worker of a ``dist_*`` kvstore run, whose workers may share the
+    folder (one machine, or a shared file system): no lock, no clean-up, no run id.
     """
     import uuid
     from .atomic import remove_stale_temporaries
     logger = logger or logging.getLogger('rn38')
+    if distributed:
+        logger.info('distributed worker: %s is not locked (workers may share it)', out_dir)
+        return _NoLock(), None
     lock = OutputLock(out_dir).acquire(logger)
     try:
         removed = remove_stale_temporaries(out_dir)
@@ -634,6 +645,8 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     from .parallel import (forward_backward, release_freed_memory_early, split_batch,
                            step_scale, sync_initial_params, worker_info)
     logger = logger or logging.getLogger('rn38')
+    if keep_checkpoints < 0 or val_every < 0:
+        raise ValueError('--keep-checkpoints and --val-every take a number >= 0')
     # Distributed: every worker takes its own shard of the data and starts from rank 0's
     # weights; the step divides the workers' summed gradients by their number.
     rank, num_workers = worker_info(trainer)
