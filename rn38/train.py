@@ -174,6 +174,8 @@ def _read_state_files(trainer, params_path):
         lines = [l for l in str(err).splitlines() if l.strip()]
         raise StateError('%s: unreadable NDArray file (%s)'
                          % (nd_path, lines[0] if lines else 'truncated?')) from None
+    if arrays == []:  # what mx.nd.save writes for no arrays (momentum 0)
+        arrays = {}
     if not isinstance(arrays, dict) or sorted(arrays) != sorted(with_state):
         raise StateError('%s: its arrays do not match %s' % (nd_path, json_path))
     ours = dict(_trainer_params(trainer))
