@@ -647,3 +647,30 @@ def test_too_small_scale_is_a_clear_error(imagenet, tmp_path, capsys):
     msg = run_cli_error(capsys, ['--phase', 'val', '--data-root', imagenet, '--weights', path,
                                  '--test-scales', '32', '--no-progress'])
     assert 'cannot run on 32x32 crops' in msg
+
+
+def test_resume_without_momentum_and_refused_optimizer_change(tmp_path, capsys):
+    """--momentum 0 keeps no buffers (an empty state file) and resumes; a state written by
+    another optimizer is refused with one line naming the file."""
+    root, out, label, cfg = train_setup(tmp_path, 2, batch_images=5, base_lr=0.05,
+                                        to_epoch=2, stop_epoch=1, momentum=0.0)
+    T.train(cfg)
+    ckpt = os.path.join(out, label + '_ep-0001.params')
+    assert mx.nd.load(ckpt[:-len('.params')] + '.states.nd') == []
+    history = T.train(dataclasses.replace(cfg, weights=ckpt, model=None, stop_epoch=None))
+    assert [e['epoch'] for e in history['epochs']] == [1, 2]
+    ckpt2 = os.path.join(out, label + '_ep-0002.params')
+    meta_path = ckpt2[:-len('.params')] + '.states.json'
+    meta = json.load(open(meta_path))
+    assert meta['optimizer'] == 'torchnesterov' and meta['settings']['momentum'] == 0.0
+    with open(meta_path, 'w') as f:
+        json.dump(dict(meta, optimizer='sgd'), f)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli_main(['--phase', 'train', '--data-root', root, '--weights', ckpt2, '--output', out,
+                  '--crop-size', '32', '--batch-images', '5', '--to-epoch', '3',
+                  '--no-progress'])
+    assert exc.value.code == 2
+    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith('error: ')]
+    assert len(errors) == 1 and meta_path in errors[0]
+    assert 'sgd' in errors[0] and 'torchnesterov' in errors[0]
