@@ -119,7 +119,8 @@ def config_from_args(args):
         from_epoch=args.from_epoch, stop_epoch=args.stop_epoch, to_epoch=args.to_epoch,
         kvstore=args.kvstore, keep_checkpoints=args.keep_checkpoints,
         keep_epochs=tuple(int(s) for s in args.keep_epochs.split(',') if s.strip()),
-        val_every=args.val_every, val_split=args.val_split, backward_do_mirror=args.backward_do_mirror, seed=args.seed,
+        val_every=args.val_every, val_split=args.val_split,
+        backward_do_mirror=args.backward_do_mirror, seed=args.seed,
         prefetch_threads=args.prefetch_threads, prefetcher=args.prefetcher,
         log_file=args.log_file, debug=args.debug, progress=args.progress)
 
