@@ -116,6 +116,9 @@ def segmentation_validator(cfg, logger):
         if os.path.isdir(out_dir):  # of an earlier, interrupted attempt at this epoch
             shutil.rmtree(out_dir)
         summary = run_val(val_cfg, logger)
+        # per-image records only serve to resume an interrupted evaluation; this one is
+        # redone from scratch if interrupted, and ~500 files per validation add up
+        shutil.rmtree(os.path.join(out_dir, 'counts'), ignore_errors=True)
         logger.info('epoch %d on %s: mean IoU %.2f%%', epoch, cfg.val_split,
                     100 * summary['mean_iou'])
         return {'val_miou': summary['mean_iou']}
