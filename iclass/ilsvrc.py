@@ -82,6 +82,15 @@ def build_parser():
     g.add_argument('--to-epoch', type=int, default=None,
                    help='total epochs of the schedule')
     g.add_argument('--kvstore', default='device')
+    g.add_argument('--keep-checkpoints', type=int, default=2,
+                   help='keep the last N checkpoints (0: all); the optimizer state is kept '
+                        'beside the latest only')
+    g.add_argument('--keep-epochs', default='',
+                   help='comma-separated epochs whose checkpoints are always kept')
+    g.add_argument('--val-every', type=int, default=0,
+                   help='validate on --val-split every N epochs and after the last one with '
+                        'the validation options; keeps <model>_best.params (0: never)')
+    g.add_argument('--val-split', default='val', help='held-out list of --val-every')
     g.add_argument('--backward-do-mirror', action='store_true',
                    help='recompute activations in backward to save memory')
     g.add_argument('--seed', type=int, default=0)
@@ -108,7 +117,10 @@ def config_from_args(args):
         lr_steps=tuple(int(s) for s in args.lr_steps.split(',') if s.strip()),
         lr_factor=args.lr_factor, momentum=args.momentum, wd=args.wd,
         from_epoch=args.from_epoch, stop_epoch=args.stop_epoch, to_epoch=args.to_epoch,
-        kvstore=args.kvstore, backward_do_mirror=args.backward_do_mirror, seed=args.seed,
+        kvstore=args.kvstore, keep_checkpoints=args.keep_checkpoints,
+        keep_epochs=tuple(int(s) for s in args.keep_epochs.split(',') if s.strip()),
+        val_every=args.val_every, val_split=args.val_split,
+        backward_do_mirror=args.backward_do_mirror, seed=args.seed,
         prefetch_threads=args.prefetch_threads, prefetcher=args.prefetcher,
         log_file=args.log_file, debug=args.debug, progress=args.progress)
 
@@ -143,7 +155,8 @@ def main(argv=None):
     try:
         cfg = config_from_args(args)
     except ValueError:
-        parser.error('--test-scales and --lr-steps take comma-separated integers')
+        parser.error('--test-scales, --lr-steps and --keep-epochs take comma-separated '
+                     'integers')
     from iclass import train as cls_train
     try:
         check_options(cfg)
@@ -153,6 +166,11 @@ def main(argv=None):
     except (ValueError, OSError) as err:  # DataError, ParamsError are ValueErrors
         print('error: %s' % str(err).strip().splitlines()[0], file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as err:  # Ctrl-C: one line, 128 + SIGINT as shells report it
+        from rn38.train import TrainingInterrupted
+        print(str(err) if isinstance(err, TrainingInterrupted) else 'interrupted',
+              file=sys.stderr)
+        sys.exit(TrainingInterrupted.exit_status)
 
 
 if __name__ == '__main__':

@@ -58,6 +58,10 @@ class Config:
     from_epoch: Optional[int] = None
     stop_epoch: Optional[int] = None
     to_epoch: Optional[int] = None
+    keep_checkpoints: int = 2
+    keep_epochs: tuple = ()
+    val_every: int = 0
+    val_split: str = 'val'
     kvstore: str = 'device'
     backward_do_mirror: bool = False
     seed: int = 0
@@ -442,6 +446,9 @@ def train(cfg, logger=None):
     cfg.batch_images = cfg.batch_images or 32
     from_epoch = cfg.from_epoch if cfg.from_epoch is not None else \
         shared.resume_epoch(cfg.weights, label)
+    if from_epoch > 0 and not cfg.weights:
+        raise ValueError('--from-epoch %d needs --weights, the checkpoint of epoch %d'
+                         % (from_epoch, from_epoch))
     stop_epoch = cfg.stop_epoch or cfg.to_epoch
     if not from_epoch < stop_epoch <= cfg.to_epoch:
         raise ValueError('epochs: need from (%d) < stop (%d) <= to (%d)'
@@ -451,6 +458,40 @@ def train(cfg, logger=None):
                                                 from_epoch > 0)
     os.makedirs(cfg.output, exist_ok=True)
     logger = logger or _logger(cfg, os.path.join(cfg.output, label + '.log'))
+    lock, run_id = shared.claim_output(cfg.output, label, from_epoch, cfg.weights, logger,
+                                       distributed=cfg.kvstore.startswith('dist'))
+    try:
+        return _train_locked(cfg, spec, from_epoch, stop_epoch, run_id, logger)
+    except KeyboardInterrupt:
+        raise shared.interrupted(cfg.output, label) from None
+    finally:
+        lock.release()
+
+
+def classification_validator(cfg, logger):
+    """``validate(epoch, checkpoint) -> {'val_top1', 'val_top5'}`` (accuracies, 0..1) for
+    :func:`rn38.train.fit`: :func:`validate` with the run's ``test_*`` options on
+    ``cfg.val_split``, results in ``<output>/val/<checkpoint stem>/``."""
+    import shutil
+    cls_data.load_split(cfg.data_root, cfg.val_split, cfg.dataset or resolve_label(cfg).dataset,
+                        resolve_label(cfg).classes)  # a missing list fails before training
+
+    def run(epoch, checkpoint):
+        val_cfg = dataclasses.replace(cfg, phase='val', weights=checkpoint, split=cfg.val_split,
+                                      output=os.path.join(cfg.output, 'val'))
+        save_dir = val_save_dir(val_cfg)
+        if os.path.isdir(save_dir):  # caches of an earlier, interrupted attempt
+            shutil.rmtree(save_dir)
+        res = validate(val_cfg, logger)
+        return {'val_top1': 1.0 - res['top1_error'] / 100.0,
+                'val_top5': 1.0 - res['top5_error'] / 100.0}
+    return run
+
+
+def _train_locked(cfg, spec, from_epoch, stop_epoch, run_id, logger):
+    from rn38 import train as shared
+    import iclass
+    label = spec.label
     shared.save_config(cfg.to_dict(), os.path.join(cfg.output, label + '_config.yaml'))
     logger.info('training %s from epoch %d to %d (of %d)', label, from_epoch, stop_epoch,
                 cfg.to_epoch)
@@ -496,10 +537,17 @@ def train(cfg, logger=None):
     schedule = shared.LRSchedule(cfg.lr_type, cfg.base_lr, total_updates=cfg.to_epoch * updates,
                                  step_updates=[int(s) for s in cfg.lr_steps],
                                  factor=cfg.lr_factor)
-    return shared.fit(net, loader, trainer, devices, softmax_cross_entropy, top1_counts,
-                      schedule, label=label, out_dir=cfg.output, from_epoch=from_epoch,
-                      stop_epoch=stop_epoch, mirror=cfg.backward_do_mirror, logger=logger,
-                      progress=cfg.progress)
+    try:
+        return shared.fit(net, loader, trainer, devices, softmax_cross_entropy, top1_counts,
+                          schedule, label=label, out_dir=cfg.output, from_epoch=from_epoch,
+                          stop_epoch=stop_epoch, mirror=cfg.backward_do_mirror, logger=logger,
+                          progress=cfg.progress, run_id=run_id,
+                          validate=classification_validator(cfg, logger) if cfg.val_every
+                          else None, val_every=cfg.val_every, val_metric='val_top1',
+                          keep_checkpoints=cfg.keep_checkpoints,
+                          keep_epochs=tuple(cfg.keep_epochs))
+    finally:
+        loader.close()
 
 
 logging.getLogger('iclass').addHandler(logging.NullHandler())

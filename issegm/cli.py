@@ -69,6 +69,15 @@ def build_parser(dataset):
     g.add_argument('--from-epoch', type=int, default=None,
                    help='epochs already done (default: parsed from --weights)')
     g.add_argument('--stop-epoch', type=int, default=None, help='stop after this epoch')
+    g.add_argument('--keep-checkpoints', type=int, default=2,
+                   help='keep the last N checkpoints (0: all); the optimizer state is kept '
+                        'beside the latest only')
+    g.add_argument('--keep-epochs', type=_int_list, default=[],
+                   help='epochs whose checkpoints are always kept, e.g. 70,140')
+    g.add_argument('--val-every', type=int, default=0,
+                   help='evaluate on --val-split every N epochs and after the last one, with '
+                        'the validation options below; keeps <model>_best.params (0: never)')
+    g.add_argument('--val-split', default='val', help='held-out split of --val-every')
     g.add_argument('--to-epoch', type=int, default=140, help='epochs the schedule spans')
     g.add_argument('--kvstore', default='device',
                    choices=('local', 'device', 'dist_sync', 'dist_sync_device', 'dist_async'))
@@ -160,7 +169,7 @@ def main(dataset, argv=None):
     except ValueError as err:  # a bad label or weights path: one line, no traceback
         sys.stderr.write('error: %s\n' % err)
         return 2
-    from rn38.train import setup_logging
+    from rn38.train import setup_logging, TrainingInterrupted
     logger = setup_logging(cfg.log_file, cfg.debug)
     logger.info('config: %s', vars(cfg))
     try:
@@ -174,6 +183,12 @@ def main(dataset, argv=None):
         # Bad input (files, labels, weights, options): one line, no traceback.
         logger.error('%s', err)
         return 2
+    except TrainingInterrupted as err:  # Ctrl-C: 128 + SIGINT, as shells report it
+        sys.stderr.write('%s\n' % err)
+        return err.exit_status
+    except KeyboardInterrupt:
+        sys.stderr.write('interrupted\n')
+        return TrainingInterrupted.exit_status
     return 0
 
 

@@ -13,8 +13,9 @@ import numpy as np
 from rn38 import zoo
 from rn38.loader import BatchLoader
 from rn38.parallel import parse_devices
-from rn38.train import (LRSchedule, fit, load_trainer_state, make_trainer, resume_epoch,
-                        save_config, set_lr_wd_mults, setup_logging)
+from rn38.train import (LRSchedule, claim_output, fit, interrupted, load_trainer_state,
+                        make_trainer, resume_epoch, save_config, set_lr_wd_mults,
+                        setup_logging)
 
 from .datasets import get_dataset_spec, list_samples
 from .transforms import SegTrainDataset, SegTrainTransform
@@ -83,8 +84,55 @@ def train(cfg, logger=None):
     if spec_model.classes != spec.classes:
         raise ValueError('model %s has %d classes but dataset %s has %d'
                          % (cfg.model, spec_model.classes, spec.name, spec.classes))
+    from_epoch = cfg.from_epoch if cfg.from_epoch is not None \
+        else resume_epoch(cfg.weights, cfg.model)
+    if from_epoch > 0 and not cfg.weights:
+        raise ValueError('--from-epoch %d needs --weights, the checkpoint of epoch %d'
+                         % (from_epoch, from_epoch))
     os.makedirs(cfg.output, exist_ok=True)
     logger = logger or setup_logging(cfg.log_file, cfg.debug)
+    lock, run_id = claim_output(cfg.output, cfg.model, from_epoch, cfg.weights, logger,
+                                distributed=cfg.kvstore.startswith('dist'))
+    try:
+        return _train_locked(cfg, spec, spec_model, from_epoch, run_id, logger)
+    except KeyboardInterrupt:
+        raise interrupted(cfg.output, cfg.model) from None
+    finally:
+        lock.release()
+
+
+def segmentation_validator(cfg, logger):
+    """``validate(epoch, checkpoint) -> {'val_miou': mean IoU (0..1)}`` for
+    :func:`rn38.train.fit`: the ``--phase val`` protocol (:func:`issegm.evaluate.run_val`
+    with the run's ``--test-scales``, ``--test-flipping``, ``--test-steps``) on
+    ``--val-split``, results in ``<output>/val/<checkpoint stem>/`` (scores only)."""
+    import argparse
+    import shutil
+    from .evaluate import run_val, val_output_dir
+    held_out = list_samples(get_dataset_spec(cfg.dataset), cfg.data_root, cfg.val_split)
+    if not any(label for _, label in held_out):  # checked before the first epoch
+        raise ValueError('--val-every: split %s of %s has no ground truth to score'
+                         % (cfg.val_split, cfg.data_root))
+
+    def validate(epoch, checkpoint):
+        val_cfg = argparse.Namespace(**vars(cfg))
+        val_cfg.phase, val_cfg.weights, val_cfg.split = 'val', checkpoint, cfg.val_split
+        val_cfg.output = os.path.join(cfg.output, 'val')
+        val_cfg.save_results = val_cfg.save_predictions = val_cfg.official_eval = False
+        out_dir = val_output_dir(val_cfg.output, checkpoint, val_cfg.split)
+        if os.path.isdir(out_dir):  # of an earlier, interrupted attempt at this epoch
+            shutil.rmtree(out_dir)
+        summary = run_val(val_cfg, logger)
+        # per-image records only serve to resume an interrupted evaluation; this one is
+        # redone from scratch if interrupted, and ~500 files per validation add up
+        shutil.rmtree(os.path.join(out_dir, 'counts'), ignore_errors=True)
+        logger.info('epoch %d on %s: mean IoU %.2f%%', epoch, cfg.val_split,
+                    100 * summary['mean_iou'])
+        return {'val_miou': summary['mean_iou']}
+    return validate
+
+
+def _train_locked(cfg, spec, spec_model, from_epoch, run_id, logger):
     save_config(cfg, os.path.join(cfg.output, '%s_train_config.yaml' % cfg.model))
     ctx = parse_devices(cfg.gpus)
     if cfg.batch_images % len(ctx):
@@ -118,12 +166,8 @@ def train(cfg, logger=None):
     if cfg.hybridize:
         net.hybridize(static_alloc=True, static_shape=True)
 
-    from_epoch = cfg.from_epoch if cfg.from_epoch is not None \
-        else resume_epoch(cfg.weights, cfg.model)
     trainer = make_trainer(net, 'sgd', {'learning_rate': cfg.base_lr, 'momentum': 0.9,
                                         'wd': cfg.weight_decay}, cfg.kvstore, len(ctx))
-    if from_epoch > 0:
-        load_trainer_state(trainer, cfg.weights, logger)
     updates = len(loader)
     schedule = LRSchedule(cfg.lr_type, cfg.base_lr, total_updates=cfg.to_epoch * updates,
                           step_updates=cfg.lr_steps)
@@ -131,6 +175,8 @@ def train(cfg, logger=None):
     if from_epoch >= stop_epoch:
         logger.info('nothing to do: epoch %d reached (stop epoch %d)', from_epoch, stop_epoch)
         return {'updates': [], 'epochs': []}
+    if from_epoch > 0:
+        load_trainer_state(trainer, cfg.weights, logger)
     logger.info('epochs %d -> %d of %d, lr %s from %g, devices %s, kvstore %s%s',
                 from_epoch, stop_epoch, cfg.to_epoch, cfg.lr_type, cfg.base_lr, ctx,
                 cfg.kvstore, ', recomputing segments in backward' if cfg.backward_do_mirror
@@ -140,7 +186,9 @@ def train(cfg, logger=None):
         return fit(net, loader, trainer, ctx, criterion, pixel_accuracy, schedule,
                    label=cfg.model, out_dir=cfg.output, from_epoch=from_epoch,
                    stop_epoch=stop_epoch, mirror=cfg.backward_do_mirror, logger=logger,
-                   on_epoch_end=getattr(cfg, 'on_epoch_end', None), progress=cfg.progress,
-                   seed=cfg.seed)
+                   progress=cfg.progress, seed=cfg.seed, run_id=run_id,
+                   validate=segmentation_validator(cfg, logger) if cfg.val_every else None,
+                   val_every=cfg.val_every, val_metric='val_miou',
+                   keep_checkpoints=cfg.keep_checkpoints, keep_epochs=cfg.keep_epochs)
     finally:
         loader.close()

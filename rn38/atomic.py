@@ -7,6 +7,7 @@ leaves a half-written checkpoint, result or summary behind.
 import contextlib
 import json
 import os
+import re
 
 
 @contextlib.contextmanager
@@ -39,3 +40,31 @@ def write_json(obj, path):
     """JSON (sorted keys, indented, no NaN) written atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False)
                               + '\n').encode('utf-8'))
+
+
+_TEMPORARY = re.compile(r'^\..+\.tmp-(\d+)(\.[^.]+)?$')
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Remove the temporary files of :func:`atomic_path` in ``folder`` whose writing
+    process no longer runs (a writer killed between write and rename). Returns them."""
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for name in sorted(os.listdir(folder)):
+        m = _TEMPORARY.match(name)
+        path = os.path.join(folder, name)
+        if m and os.path.isfile(path) and not _process_alive(int(m.group(1))):
+            os.remove(path)
+            removed.append(path)
+    return removed

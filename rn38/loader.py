@@ -10,10 +10,15 @@ Workers build whole batches (``np.stack`` of the samples) and the consumer recei
 in order. Worker exceptions are re-raised in the consumer with the dataset's message
 (same type when it can be pickled). Processes are daemons, started on first use and kept
 across epochs; :meth:`BatchLoader.close` (also called at interpreter exit and by the
-context manager) stops them without waiting on queue feeder threads.
+context manager) stops them without waiting on queue feeder threads. Worker processes
+ignore Ctrl-C (the trainer handles it) and die with their parent even when it is killed
+(SIGKILL): Linux's parent-death signal, and on every system a watchdog thread that
+polls the parent's pid.
 """
 import multiprocessing
+import os
 import queue
+import signal
 import threading
 import time
 import weakref
@@ -70,6 +75,36 @@ def _worker_loop(dataset, tasks, results, seed):
             results.put((generation, batch_no, load_batch(dataset, indices, seed, epoch), None))
         except BaseException as err:  # pylint: disable=broad-except
             results.put((generation, batch_no, None, _portable_error(err)))
+
+
+WATCHDOG_SECONDS = 1.0
+
+
+def _die_with_parent(parent_pid, death_signal):
+    """In a worker process: end when the process ``parent_pid`` ends."""
+    if death_signal:
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG (Linux)
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(WATCHDOG_SECONDS)
+    if os.getppid() != parent_pid:  # the parent died before this process was set up
+        os._exit(1)
+    threading.Thread(target=watch, name='parent-watchdog', daemon=True).start()
+
+
+def _process_worker(dataset, tasks, results, seed, parent_pid, death_signal):
+    """Entry of a worker process: :func:`_worker_loop` tied to the parent's life."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid, death_signal)
+    _worker_loop(dataset, tasks, results, seed)
 
 
 class BatchLoader:
@@ -202,8 +237,12 @@ class BatchLoader:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context('fork' if 'fork' in methods else 'spawn')
             tasks, results = ctx.Queue(), ctx.Queue()
-            workers = [ctx.Process(target=_worker_loop, name='BatchLoader-%d' % k,
-                                   args=(self.dataset, tasks, results, self.seed), daemon=True)
+            # the parent-death signal fires when the forking *thread* ends: only from the
+            # main thread, which lives as long as the process
+            death_signal = threading.current_thread() is threading.main_thread()
+            workers = [ctx.Process(target=_process_worker, name='BatchLoader-%d' % k,
+                                   args=(self.dataset, tasks, results, self.seed, os.getpid(),
+                                         death_signal), daemon=True)
                        for k in range(self.workers)]
         for w in workers:
             w.start()

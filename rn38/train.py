@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 
 import mxnet as mx
@@ -77,11 +78,188 @@ def checkpoint_path(out_dir, label, epoch):
 
 
 def states_path(params_path):
+    """The pickled optimizer state of earlier versions (refused, never read)."""
     return params_path[:-len('.params')] + '.states'
 
 
-def save_checkpoint(net, trainer, out_dir, label, epoch):
-    """Write the weights (released format) and the trainer state, each atomically.
+def optimizer_state_paths(params_path):
+    """``(<stem>.states.nd, <stem>.states.json)``: momentum buffers keyed by parameter name
+    (an NDArray file, ``mx.nd.save`` of a dict) and the counters and settings (JSON)."""
+    stem = params_path[:-len('.params')]
+    return stem + '.states.nd', stem + '.states.json'
+
+
+class StateError(ValueError):
+    """An optimizer state file that cannot be used; the message names it."""
+
+
+STATE_FORMAT = 1
+
+
+def _optimizer_name(optimizer):
+    return type(optimizer).__name__.lower()
+
+
+def _optimizer_settings(optimizer):
+    """The hyper-parameters recorded with the state (informative; the configured ones rule)."""
+    out = {'wd': float(optimizer.wd), 'rescale_grad': float(optimizer.rescale_grad)}
+    if getattr(optimizer, 'momentum', None) is not None:
+        out['momentum'] = float(optimizer.momentum)
+    return out
+
+
+def _trainer_params(trainer):
+    """``[(name, Parameter)]`` in the trainer's index order."""
+    return [(p.name, p) for p in trainer._params]
+
+
+def save_optimizer_state(trainer, params_path, run_id=None):
+    """Write the optimizer state of ``trainer`` beside ``params_path`` without pickle.
+
+    ``<stem>.states.nd``: ``{parameter name: momentum buffer}`` (float32, the values of
+    the first device; every device holds the same ones). ``<stem>.states.json``: the
+    optimizer's registered name, its settings, the update counters, the parameter names
+    and shapes, and ``run_id``. Both atomic. Returns False (nothing written) when the
+    optimizer runs on the parameter servers (``dist_async``): its state is not here.
+    """
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._update_on_kvstore:
+        return False
+    optimizer = trainer._optimizer
+    updater = trainer._updaters[0]
+    arrays, names, shapes = {}, [], {}
+    for index, (name, param) in enumerate(_trainer_params(trainer)):
+        names.append(name)
+        shapes[name] = list(param.shape)
+        state = updater.states.get(index)
+        if state is None:
+            continue
+        if not isinstance(state, mx.nd.NDArray):
+            raise TypeError('optimizer %s keeps a %s per parameter; only single arrays can be '
+                            'stored' % (_optimizer_name(optimizer), type(state).__name__))
+        arrays[name] = state.as_in_context(mx.cpu())
+    first_device = getattr(param.list_ctx()[0], 'device_id', 0) if names else 0
+    counts = optimizer._all_index_update_counts.get(first_device, optimizer._index_update_count)
+    meta = {'format': STATE_FORMAT, 'optimizer': _optimizer_name(optimizer),
+            'settings': _optimizer_settings(optimizer), 'num_update': int(optimizer.num_update),
+            'update_counts': {names[i]: int(c) for i, c in counts.items() if i < len(names)},
+            'parameters': names, 'shapes': shapes, 'with_state': sorted(arrays),
+            'run_id': run_id}
+    nd_path, json_path = optimizer_state_paths(params_path)
+    with atomic_path(nd_path) as tmp:
+        mx.nd.save(tmp, arrays)
+    write_json(meta, json_path)
+    return True
+
+
+def _read_state_files(trainer, params_path):
+    """``(meta, arrays)`` checked against the trainer's parameters; StateError otherwise."""
+    nd_path, json_path = optimizer_state_paths(params_path)
+    try:
+        with open(json_path) as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict) or meta.get('format') != STATE_FORMAT:
+            raise ValueError('not an optimizer state of format %d' % STATE_FORMAT)
+        names, with_state = list(meta['parameters']), list(meta['with_state'])
+        shapes, counts = dict(meta['shapes']), dict(meta['update_counts'])
+        int(meta['num_update'])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise StateError('%s: unreadable optimizer state (%s)'
+                         % (json_path, str(err).splitlines()[0] if str(err) else
+                            type(err).__name__)) from None
+    try:
+        arrays = mx.nd.load(nd_path)
+    except (OSError, mx.base.MXNetError) as err:
+        lines = [l for l in str(err).splitlines() if l.strip()]
+        raise StateError('%s: unreadable NDArray file (%s)'
+                         % (nd_path, lines[0] if lines else 'truncated?')) from None
+    if arrays == []:  # what mx.nd.save writes for no arrays (momentum 0)
+        arrays = {}
+    if not isinstance(arrays, dict) or sorted(arrays) != sorted(with_state):
+        raise StateError('%s: its arrays do not match %s' % (nd_path, json_path))
+    ours = dict(_trainer_params(trainer))
+    missing = [n for n in ours if n not in shapes]
+    extra = [n for n in shapes if n not in ours]
+    if missing or extra:
+        raise StateError('%s: optimizer state of another model (%s)' % (
+            nd_path, ('no state for parameter %s' % missing[0]) if missing
+            else ('unknown parameter %s' % extra[0])))
+    for name, param in ours.items():
+        want = tuple(param.shape)
+        if tuple(shapes[name]) != want or \
+                (name in arrays and tuple(arrays[name].shape) != want):
+            raise StateError('%s: optimizer state of another model (%s has shape %s, the model '
+                             '%s)' % (nd_path, name, tuple(shapes[name]), want))
+    for name, count in counts.items():
+        if name not in ours or not isinstance(count, int):
+            raise StateError('%s: bad update counter for %r' % (json_path, name))
+    return meta, arrays
+
+
+def load_trainer_state(trainer, params_path, logger=None):
+    """Restore the momentum buffers and counters saved beside ``params_path``.
+
+    The optimizer itself is the configured one (its learning rate, weight decay and
+    momentum are those of the command that resumes); the saved settings are only
+    compared and the differences logged. Raises :class:`StateError` (one line naming the
+    file) for a state of another model or another optimizer, an unreadable file, or a
+    pickled ``.states`` of earlier versions (never unpickled). Returns the saved
+    metadata dict, or None when there is no state (momentum starts from zero).
+    """
+    logger = logger or logging.getLogger('rn38')
+    nd_path, json_path = optimizer_state_paths(params_path)
+    have_nd, have_json = os.path.isfile(nd_path), os.path.isfile(json_path)
+    if not (have_nd or have_json):
+        old = states_path(params_path)
+        if os.path.isfile(old):
+            raise StateError('%s: a pickled optimizer state of an earlier version, not read '
+                             '(unpickling can run code); delete it to resume with zero '
+                             'momentum' % old)
+        logger.info('no optimizer state beside %s: momentum starts from zero', params_path)
+        return None
+    if not (have_nd and have_json):
+        raise StateError('%s: missing (its partner %s exists)'
+                         % (json_path if have_nd else nd_path, nd_path if have_nd else json_path))
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    meta, arrays = _read_state_files(trainer, params_path)
+    optimizer = trainer._optimizer
+    if meta['optimizer'] != _optimizer_name(optimizer):
+        raise StateError('%s: state of optimizer %s, this run uses %s; start a new run (another '
+                         '--output or --model label) to change the optimizer'
+                         % (json_path, meta['optimizer'], _optimizer_name(optimizer)))
+    if trainer._update_on_kvstore:
+        logger.warning('the optimizer runs on the parameter servers: the state in %s is not '
+                       'restored, momentum starts from zero', nd_path)
+        return meta
+    params = _trainer_params(trainer)
+    index_of = {name: i for i, (name, _) in enumerate(params)}
+    for k, updater in enumerate(trainer._updaters):
+        for name, value in arrays.items():
+            i = index_of[name]
+            ctx = params[i][1].list_ctx()[k]
+            updater.states[i] = value.as_in_context(ctx).copy() if value.context != ctx \
+                else value.copy()
+            updater.states_synced[i] = True
+    counts = {index_of[n]: c for n, c in meta['update_counts'].items()}
+    devices = {getattr(c, 'device_id', 0) for _, p in params for c in p.list_ctx()} or {0}
+    for device in devices:
+        optimizer._all_index_update_counts[device] = dict(counts)
+    optimizer._index_update_count = optimizer._all_index_update_counts[min(devices)]
+    optimizer.num_update = int(meta['num_update'])
+    changed = ['%s %g -> %g' % (k, v, _optimizer_settings(optimizer)[k])
+               for k, v in sorted(meta['settings'].items())
+               if k in _optimizer_settings(optimizer) and
+               _optimizer_settings(optimizer)[k] != v and k != 'rescale_grad']
+    logger.info('optimizer state restored from %s (%d momentum buffers)%s', nd_path,
+                len(arrays), '; settings of this command: ' + ', '.join(changed)
+                if changed else '')
+    return meta
+
+
+def save_checkpoint(net, trainer, out_dir, label, epoch, run_id=None):
+    """Write the optimizer state and the weights (released format), each atomically.
 
     The state goes first: a ``.params`` file present means its checkpoint is complete.
     Returns the ``.params`` path.
@@ -89,23 +267,216 @@ def save_checkpoint(net, trainer, out_dir, label, epoch):
     path = checkpoint_path(out_dir, label, epoch)
     os.makedirs(out_dir, exist_ok=True)
     if trainer is not None:
-        with atomic_path(states_path(path)) as tmp:
-            trainer.save_states(tmp)
+        save_optimizer_state(trainer, path, run_id)
     save_params(net, path)
     return path
 
 
-def load_trainer_state(trainer, params_path, logger=None):
-    """Restore the optimizer state saved beside ``params_path`` if there is one."""
-    path = states_path(params_path)
-    if os.path.isfile(path):
-        trainer.load_states(path)
-        if logger:
-            logger.info('optimizer state restored from %s', path)
-        return True
-    if logger:
-        logger.info('no optimizer state beside %s: momentum starts from zero', params_path)
-    return False
+def checkpoint_epochs(out_dir, label):
+    """``{epoch: .params path}`` of the checkpoints of ``label`` in ``out_dir``."""
+    pattern = re.compile(re.escape(label) + r'_ep-(\d{4,})\.params$')
+    found = {}
+    if os.path.isdir(out_dir):
+        for name in os.listdir(out_dir):
+            m = pattern.match(name)
+            if m:
+                found[int(m.group(1))] = os.path.join(out_dir, name)
+    return found
+
+
+def prune_checkpoints(out_dir, label, latest, keep_last=2, keep_epochs=(), logger=None):
+    """Disk retention after checkpoint ``latest`` was written.
+
+    Keeps the ``keep_last`` newest checkpoints up to ``latest`` (0: all), every epoch in
+    ``keep_epochs`` and ``<label>_best.params``; the optimizer state only beside
+    ``latest``. Checkpoints after ``latest`` (of a run resumed from an earlier one) are
+    left alone. Returns the removed paths.
+    """
+    removed = []
+    epochs = checkpoint_epochs(out_dir, label)
+    older = sorted(e for e in epochs if e <= latest)
+    keep = set(keep_epochs) | {latest}
+    if keep_last > 0:
+        keep |= set(older[-keep_last:])
+    else:
+        keep |= set(older)
+    for epoch in older:
+        path = epochs[epoch]
+        doomed = [] if epoch == latest else list(optimizer_state_paths(path)) + \
+            [states_path(path)]
+        if epoch not in keep:
+            doomed.append(path)
+        for p in doomed:
+            if os.path.isfile(p):
+                os.remove(p)
+                removed.append(p)
+    if removed and logger:
+        logger.info('removed %s', ', '.join(os.path.basename(p) for p in removed))
+    return removed
+
+
+class RunFolderError(ValueError):
+    """The output folder is in use by another run or holds another run's checkpoints."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training; the message names the last complete checkpoint.
+    The entries print it as one line and exit with status 130 (128 + SIGINT)."""
+    exit_status = 130
+
+
+class OutputLock:
+    """An exclusive ``fcntl.flock`` on ``<folder>/train.lock`` for the life of a run.
+
+    The file records the holder (pid, host, start time). The kernel drops the lock when
+    its process dies, however it dies; a lock file still naming a holder then means that
+    holder ended without releasing it, and the next run takes it over with a warning.
+    """
+
+    NAME = 'train.lock'
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.path = os.path.join(folder, self.NAME)
+        self._fd = None
+
+    def _holder(self, fd):
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 4096).decode('utf-8', 'replace').strip()
+        try:
+            holder = json.loads(text) if text else None
+        except ValueError:
+            holder = {'pid': '?', 'host': '?', 'started': text[:40]}
+        return holder if isinstance(holder, dict) or holder is None else {'pid': '?'}
+
+    def acquire(self, logger=None):
+        import fcntl
+        import socket
+        os.makedirs(self.folder, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = self._holder(fd) or {}
+            os.close(fd)
+            raise RunFolderError(
+                '--output %s: another run is training into this folder (pid %s on %s, '
+                'started %s); wait for it to end or use another --output'
+                % (self.folder, holder.get('pid', '?'), holder.get('host', '?'),
+                   holder.get('started', '?'))) from None
+        stale = self._holder(fd)
+        if stale and logger:
+            logger.warning('%s: taking over the lock of pid %s on %s (started %s), which '
+                           'ended without releasing it', self.path, stale.get('pid', '?'),
+                           stale.get('host', '?'), stale.get('started', '?'))
+        me = {'pid': os.getpid(), 'host': socket.gethostname(),
+              'started': time.strftime('%Y-%m-%d %H:%M:%S')}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(me).encode('utf-8'))
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self):
+        import fcntl
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+def run_file(out_dir, label):
+    """``<out_dir>/<label>_run.json``: the id of the run whose checkpoints the folder holds."""
+    return os.path.join(out_dir, '%s_run.json' % label)
+
+
+def _read_run_id(path):
+    try:
+        with open(path) as f:
+            value = json.load(f).get('run_id')
+        return value if isinstance(value, str) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class _NoLock:
+    def release(self):
+        pass
+
+
+def claim_output(out_dir, label, from_epoch, weights=None, logger=None, distributed=False):
+    """Take the output folder for a run of ``label`` starting after epoch ``from_epoch``.
+
+    Locks the folder (:class:`OutputLock`), removes temporary files left by killed
+    writers, and makes sure the checkpoints already there belong to this run: a new run
+    (``from_epoch`` 0) needs a folder without checkpoints of ``label``; a resumed one must
+    continue the run recorded in ``<label>_run.json`` (its id is saved with every
+    optimizer state). Raises :class:`RunFolderError`. Returns ``(lock, run_id)``; call
+    ``lock.release()`` at the end.
+
+    ``distributed``: a worker of a ``dist_*`` kvstore run, whose workers may share the
+    folder (one machine, or a shared file system): no lock, no clean-up, no run id.
+    """
+    import uuid
+    from .atomic import remove_stale_temporaries
+    logger = logger or logging.getLogger('rn38')
+    if distributed:
+        logger.info('distributed worker: %s is not locked (workers may share it)', out_dir)
+        return _NoLock(), None
+    lock = OutputLock(out_dir).acquire(logger)
+    try:
+        removed = remove_stale_temporaries(out_dir)
+        if removed:
+            logger.warning('removed temporary files of killed writers: %s',
+                           ', '.join(os.path.basename(p) for p in removed))
+        existing = checkpoint_epochs(out_dir, label)
+        folder_run = _read_run_id(run_file(out_dir, label))
+        listing = ', '.join(os.path.basename(existing[e]) for e in sorted(existing)[:2]) + \
+            (', ...' if len(existing) > 2 else '')
+        hint = ('write this run into another --output or give it another --model label '
+                '(or resume that run with --weights %s)'
+                % (existing[max(existing)] if existing else ''))
+        if from_epoch == 0:
+            if existing:
+                raise RunFolderError('--output %s holds checkpoints of another run of %s (%s); %s'
+                                     % (out_dir, label, listing, hint))
+            run_id = uuid.uuid4().hex
+        else:
+            weights_run = None
+            if weights:
+                weights_run = _read_run_id(optimizer_state_paths(weights)[1]) \
+                    if weights.endswith('.params') else None
+                inside = os.path.dirname(os.path.realpath(weights)) == os.path.realpath(out_dir)
+                if weights_run is None and inside:
+                    weights_run = folder_run
+            if existing and folder_run and weights_run != folder_run:
+                raise RunFolderError('--output %s holds checkpoints of another run of %s (%s) '
+                                     'than the one %s continues; %s'
+                                     % (out_dir, label, listing, weights, hint))
+            run_id = weights_run or folder_run or uuid.uuid4().hex
+        write_json({'run_id': run_id, 'label': label, 'from_epoch': from_epoch,
+                    'weights': os.path.abspath(weights) if weights else None},
+                   run_file(out_dir, label))
+    except BaseException:
+        lock.release()
+        raise
+    return lock, run_id
+
+
+def interrupted(out_dir, label):
+    """The :class:`TrainingInterrupted` to raise on Ctrl-C: names the last checkpoint."""
+    epochs = checkpoint_epochs(out_dir, label)
+    if not epochs:
+        return TrainingInterrupted('interrupted before the first checkpoint of %s; nothing '
+                                   'to resume in %s' % (label, out_dir))
+    last = epochs[max(epochs)]
+    return TrainingInterrupted('interrupted; last complete checkpoint: %s (resume with '
+                               '--weights %s)' % (last, last))
 
 
 def resume_epoch(weights, label):
@@ -200,9 +571,61 @@ def _write_epoch_csv(epochs, path):
             writer.writerows(epochs)
 
 
+def best_path(out_dir, label):
+    return os.path.join(out_dir, '%s_best.params' % label)
+
+
+def _keep_best(done_epochs, record, metric, path, out_dir, label, logger):
+    """Copy checkpoint ``path`` to ``<label>_best.params`` when ``record[metric]`` beats
+    every earlier epoch's (ties keep the earlier one)."""
+    import shutil
+    score = record.get(metric)
+    if score is None:
+        return
+    earlier = [e[metric] for e in done_epochs if e.get(metric) is not None]
+    if earlier and score <= max(earlier):
+        return
+    with atomic_path(best_path(out_dir, label)) as tmp:
+        shutil.copyfile(path, tmp)
+    record['best'] = True
+    if logger:
+        logger.info('%s %.4f, the best so far: copied to %s', metric, score,
+                    best_path(out_dir, label))
+
+
+HISTORY_FILES = ('history.json', 'epochs.csv', 'loss_curve.png')
+
+
+def _set_aside_history(out_dir, label, from_epoch, logger):
+    """``history.json``, ``epochs.csv`` and ``loss_curve.png`` describe the folder's
+    latest run. When that was a run of another label, its three files are renamed
+    ``<its label>_<name>`` (``previous_`` if unknown; a record without a label, of earlier
+    versions, counts as this run's when it resumes) so nothing is lost. Returns the path
+    of the history of ``label`` (current or set aside earlier), or None."""
+    path = os.path.join(out_dir, 'history.json')
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                owner = json.load(f).get('label')
+        except (OSError, ValueError, AttributeError):
+            owner = None
+        if owner == label or (owner is None and from_epoch > 0):
+            return path
+        prefix = owner if isinstance(owner, str) and owner else 'previous'
+        for name in HISTORY_FILES:
+            src = os.path.join(out_dir, name)
+            if os.path.isfile(src):
+                os.replace(src, os.path.join(out_dir, '%s_%s' % (prefix, name)))
+        logger.info('%s: the records of %s moved to %s_history.json, %s_epochs.csv, '
+                    '%s_loss_curve.png', out_dir, prefix, prefix, prefix, prefix)
+    aside = os.path.join(out_dir, '%s_history.json' % label)
+    return aside if os.path.isfile(aside) else None
+
+
 def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out_dir,
-        from_epoch, stop_epoch, mirror=False, logger=None, on_epoch_end=None, progress=True,
-        seed=0):
+        from_epoch, stop_epoch, mirror=False, logger=None, progress=True, seed=0,
+        run_id=None, validate=None, val_every=0, val_metric=None, keep_checkpoints=2,
+        keep_epochs=()):
     """Train ``net`` from epoch ``from_epoch`` (done epochs) up to ``stop_epoch``.
 
     loader: a :class:`rn38.loader.BatchLoader`-like object (``len``, ``set_epoch``,
@@ -214,13 +637,19 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     an update depends only on (epoch, batch index), and MXNet's random generator (dropout)
     is seeded from ``(seed, epoch)``, so a resumed run continues exactly as an
     uninterrupted one (loader draws depend on (seed, epoch, index) too).
-    After each epoch: a checkpoint, ``history.json``, ``epochs.csv``, ``loss_curve.png``,
-    and ``on_epoch_end(epoch, record)`` (may add e.g. validation scores to ``record``).
+    After each epoch: a checkpoint (optimizer state tagged with ``run_id``), every
+    ``val_every`` epochs and after the last one ``validate(epoch, checkpoint path) ->
+    {name: score}`` (added to the epoch's record; the checkpoint with the highest
+    ``val_metric`` so far is copied to ``<label>_best.params``), retention
+    (:func:`prune_checkpoints` with ``keep_checkpoints``, ``keep_epochs``),
+    ``history.json``, ``epochs.csv``, ``loss_curve.png``.
     Returns the history dict.
     """
     from .parallel import (forward_backward, release_freed_memory_early, split_batch,
                            step_scale, sync_initial_params, worker_info)
     logger = logger or logging.getLogger('rn38')
+    if keep_checkpoints < 0 or val_every < 0:
+        raise ValueError('--keep-checkpoints and --val-every take a number >= 0')
     # Distributed: every worker takes its own shard of the data and starts from rank 0's
     # weights; the step divides the workers' summed gradients by their number.
     rank, num_workers = worker_info(trainer)
@@ -235,9 +664,10 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     if updates_per_epoch == 0:
         raise ValueError('no full batch in the training set: fewer images than --batch-images')
     history_path = os.path.join(out_dir, 'history.json')
-    history = {'updates': [], 'epochs': []}
-    if from_epoch > 0 and os.path.isfile(history_path):
-        with open(history_path) as f:
+    history = {'label': label, 'updates': [], 'epochs': []}
+    own = _set_aside_history(out_dir, label, from_epoch, logger)
+    if from_epoch > 0 and own is not None:
+        with open(own) as f:
             old = json.load(f)
         history['updates'] = [u for u in old.get('updates', [])
                               if u['update'] <= from_epoch * updates_per_epoch]
@@ -282,11 +712,18 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
                   'loss': loss_sum / max(count_sum, 1e-12), 'accuracy': correct / max(total, 1),
                   'lr': trainer.learning_rate, 'seconds': elapsed,
                   'images_per_second': images / elapsed, 'data_wait_seconds': wait}
-        path = save_checkpoint(net, trainer, out_dir, label, epoch + 1)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, record)
+        # The history first: a run killed before the checkpoint is complete resumes from
+        # the one before, dropping this record; killed after, it keeps it.
         history['epochs'].append(record)
         write_json(history, history_path)
+        path = save_checkpoint(net, trainer, out_dir, label, epoch + 1, run_id)
+        if validate is not None and val_every > 0 and \
+                ((epoch + 1) % val_every == 0 or epoch + 1 == stop_epoch):
+            record.update(validate(epoch + 1, path))
+            _keep_best(history['epochs'][:-1], record, val_metric, path, out_dir, label,
+                       logger)
+            write_json(history, history_path)
+        prune_checkpoints(out_dir, label, epoch + 1, keep_checkpoints, keep_epochs, logger)
         _write_epoch_csv(history['epochs'], os.path.join(out_dir, 'epochs.csv'))
         plot_history(history, os.path.join(out_dir, 'loss_curve.png'), label)
         logger.info('epoch %d: loss %.4f, accuracy %.4f, lr %.3g, %.2f images/s, data wait '
@@ -296,5 +733,7 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
 
 
 __all__ = ['LRSchedule', 'set_lr_wd_mults', 'make_trainer', 'checkpoint_path',
-           'save_checkpoint', 'load_trainer_state', 'resume_epoch', 'setup_logging',
+           'save_checkpoint', 'load_trainer_state', 'save_optimizer_state', 'StateError',
+           'prune_checkpoints', 'claim_output', 'OutputLock', 'RunFolderError',
+           'TrainingInterrupted', 'interrupted', 'resume_epoch', 'setup_logging',
            'write_json', 'save_config', 'plot_history', 'fit', 'ParamsError']
