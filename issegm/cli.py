@@ -12,15 +12,26 @@ import mxnet as mx
 
 from rn38 import zoo
 
-# Per dataset: the defaults of the authors' recipe (Cityscapes: the published stage 1).
+# Per dataset: the defaults of the authors' recipe (Cityscapes: the published stage 1) and
+# the published evaluation protocol of the released model (ademxapp README: Cityscapes
+# 2048 + flip, VOC 500 + flip, ADE20K 500 + flip + 2 test steps).
 DATASET_DEFAULTS = {
     'cityscapes': dict(model='cityscapes_rna-a1_cls19_s8', origin_size=2048, crop_size=500,
-                       test_scales='2048', data_root='data/cityscapes'),
+                       test_scales='2048', test_flipping=True, test_steps=1,
+                       data_root='data/cityscapes'),
     'voc': dict(model='voc_rna-a1_cls21_s8', origin_size=500, crop_size=500,
-                test_scales='500', data_root='data/VOCdevkit/VOC2012'),
+                test_scales='500', test_flipping=True, test_steps=1,
+                data_root='data/VOCdevkit/VOC2012'),
     'ade20k': dict(model='ade20k_rna-a1_cls150_s8', origin_size=640, crop_size=500,
-                   test_scales='640', data_root='data/ADEChallengeData2016'),
+                   test_scales='500', test_flipping=True, test_steps=2,
+                   data_root='data/ADEChallengeData2016'),
 }
+
+
+def _bool01(text):
+    if text not in ('0', '1'):
+        raise argparse.ArgumentTypeError('expected 0 or 1, got %r' % text)
+    return text == '1'
 
 
 def _float_pair(text):
@@ -86,8 +97,12 @@ def build_parser(dataset):
     t = p.add_argument_group('validation')
     t.add_argument('--test-scales', default=d['test_scales'],
                    help='longer side(s) in pixels, e.g. 2048 or 1536,2048,2560')
-    t.add_argument('--test-flipping', action='store_true')
-    t.add_argument('--test-steps', type=int, default=1)
+    t.add_argument('--test-flipping', type=_bool01, nargs='?', const=True,
+                   default=d['test_flipping'], metavar='0|1',
+                   help='average with the mirrored input (alone: on)')
+    t.add_argument('--no-test-flipping', dest='test_flipping', action='store_false',
+                   help='same as --test-flipping 0')
+    t.add_argument('--test-steps', type=int, default=d['test_steps'])
     t.add_argument('--max-input-pixels', type=int, default=None,
                    help='larger inputs are evaluated by sliding windows')
     t.add_argument('--save-predictions', action='store_true',
