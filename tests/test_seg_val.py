@@ -317,3 +317,83 @@ def test_dataset_override_pretrains_on_coco_and_evaluates_on_voc(tmp_path):
             [np.array(Image.open(os.path.join(labels, n))).ravel()
              for n in os.listdir(labels)])).tolist())
         assert values <= written
+
+
+# ----------------------------------------------------------------------------- SBD lists
+
+# The first lines of the authors' issegm/data/voc/train+.lst (paths relative to VOCdevkit)
+# and two of its SBD lines; 2007_000033 and 2007_000042 are VOC val images, never listed.
+AUTHORS_TRAIN_PLUS = [
+    'VOC2012/JPEGImages/2007_000032.jpg\tVOC2012/SegmentationClass/2007_000032.png',
+    'VOC2012/JPEGImages/2007_000039.jpg\tVOC2012/SegmentationClass/2007_000039.png',
+    'VOC2012/JPEGImages/2007_000063.jpg\tVOC2012/SegmentationClass/2007_000063.png',
+    'VOC2012/JPEGImages/2008_000002.jpg\t../sbd/dataset/clsImg/2008_000002.png',
+    'VOC2012/JPEGImages/2008_000008.jpg\t../sbd/dataset/clsImg/2008_000008.png',
+]
+
+
+def _write_sbd_world(base, rs):
+    import scipy.io
+    voc = os.path.join(base, 'VOCdevkit', 'VOC2012')
+    sbd = os.path.join(base, 'sbd', 'dataset')
+    for d in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
+        os.makedirs(os.path.join(voc, d))
+    os.makedirs(os.path.join(sbd, 'cls'))
+    splits = {os.path.join(voc, 'ImageSets', 'Segmentation', 'train.txt'):
+              ['2007_000032', '2007_000039', '2007_000063'],
+              os.path.join(voc, 'ImageSets', 'Segmentation', 'val.txt'):
+              ['2007_000033', '2007_000042'],
+              os.path.join(sbd, 'train.txt'): ['2008_000008', '2007_000032', '2007_000033'],
+              os.path.join(sbd, 'val.txt'): ['2007_000042', '2008_000002', '2007_000039']}
+    for path, ids in splits.items():
+        with open(path, 'w') as f:
+            f.write('\n'.join(ids) + '\n')
+    segs = {}
+    for k, i in enumerate(sorted({i for ids in splits.values() for i in ids})):
+        h, w = 30 + k, 40 + 2 * k
+        cv2.imwrite(os.path.join(voc, 'JPEGImages', i + '.jpg'),
+                    rs.randint(0, 255, (h, w, 3)).astype(np.uint8))
+        label = rs.randint(0, 21, (h, w)).astype(np.uint8)
+        Image.fromarray(label).save(os.path.join(voc, 'SegmentationClass', i + '.png'))
+        segs[i] = rs.randint(0, 21, (h, w)).astype(np.uint8)
+        scipy.io.savemat(os.path.join(sbd, 'cls', i + '.mat'), {'GTcls': {
+            'Segmentation': segs[i], 'Boundaries': np.zeros((21, 1), object),
+            'CategoriesPresent': np.unique(segs[i])}})
+    return voc, os.path.dirname(sbd), segs
+
+
+def test_make_sbd_lists_writes_the_authors_train_plus(tmp_path, capsys):
+    import make_sbd_lists as tool  # scripts/ is on the path (scripts_path)
+    voc, sbd, segs = _write_sbd_world(str(tmp_path), np.random.RandomState(0))
+    # listed relative to VOCdevkit, the lines are the authors' own
+    out = os.path.join(os.path.dirname(voc), 'train+.lst')
+    assert tool.main(['--voc-root', voc, '--sbd-root', sbd, '--out', out,
+                      '--no-progress']) == 0
+    assert open(out).read().splitlines() == AUTHORS_TRAIN_PLUS
+    # the default list sits in the VOC root, which the voc entry reads as --split train+
+    assert tool.main(['--voc-root', voc, '--sbd-root', sbd, '--no-progress']) == 0
+    spec = get_dataset_spec('voc')
+    from issegm.datasets import list_samples, read_label
+    samples = list_samples(spec, voc, 'train+')
+    assert [os.path.basename(i) for i, _ in samples] == \
+        [line.split('\t')[0].split('/')[-1] for line in AUTHORS_TRAIN_PLUS]
+    for image, label in samples[3:]:
+        i = os.path.basename(image)[:-4]
+        assert os.path.normpath(label) == os.path.join(sbd, 'dataset', 'clsImg', i + '.png')
+        np.testing.assert_array_equal(read_label(spec, label), segs[i])  # the .mat's map
+    # a changed .mat is converted again; a damaged one is a one-line error naming it
+    import scipy.io
+    mat = os.path.join(sbd, 'dataset', 'cls', '2008_000002.mat')
+    new = (segs['2008_000002'] + 1) % 21
+    scipy.io.savemat(mat, {'GTcls': {'Segmentation': new}})
+    assert tool.main(['--voc-root', voc, '--sbd-root', sbd, '--no-progress']) == 0
+    np.testing.assert_array_equal(read_label(spec, samples[3][1]), new)
+    capsys.readouterr()
+    with open(mat, 'wb') as f:
+        f.write(b'not a mat file')
+    assert tool.main(['--voc-root', voc, '--sbd-root', sbd, '--no-progress']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: %s: ' % mat)
+    os.remove(mat)
+    assert tool.main(['--voc-root', voc, '--sbd-root', sbd, '--no-progress']) == 2
+    assert 'SBD class file not found' in capsys.readouterr().err
