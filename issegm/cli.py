@@ -152,7 +152,7 @@ def make_config(dataset, argv=None):
         raise ValueError('--model %s has %d classes but dataset %s has %d%s'
                          % (cfg.model, model_spec.classes, cfg.dataset, data_classes,
                             '' if cfg.dataset != dataset else
-                            ' (--dataset names the data of another dataset)'))
+                            ' (--dataset D evaluates or trains on the data of dataset D)'))
     if cfg.phase == 'val' and cfg.weights is None:
         raise SystemExit('--phase val needs --weights')
     if cfg.weights is not None and not os.path.isfile(cfg.weights):

@@ -302,6 +302,8 @@ def test_dataset_override_pretrains_on_coco_and_evaluates_on_voc(tmp_path):
                             '--crop-size', '48', '--origin-size', '72', '--to-epoch', '1',
                             '--gpus', 'cpu', '--no-progress']) == 0
     weights = str(out / ('%s_ep-0001.params' % label))
+    assert cli.main('voc', ['--phase', 'val', '--dataset', 'ade20k', '--weights', weights]) == 2
+    assert cli.main('ade20k', ['--phase', 'val', '--weights', weights]) == 2
     # the same weights evaluated on VOC data, and on COCO data (results in COCO ids)
     for dataset, root, written in (('voc', voc, set(range(21)) | {255}),
                                    ('coco', coco, {0} | set(COCO_IDS_OF_VOC.values()))):
