@@ -1,10 +1,11 @@
 """ImageNet (ILSVRC 2012) classification with ResNet-38: validation and training.
 
-Validate released weights (label taken from the file name)::
+Validate released weights (label taken from the file name; the defaults are the published
+protocol: ``--test-scales 320``, no flipping, ``--no-choose-interp-method``)::
 
     python iclass/ilsvrc.py --data-root data/ilsvrc12 --phase val \\
         --weights models/ilsvrc-cls_rna-a1_cls1000_ep-0001.params \\
-        --split val --test-scales 320 [--test-flipping] [--test-3crops]
+        --split val [--test-flipping] [--test-3crops]
 
 Model A was trained with the "caffe" pooling convention: add
 ``--pool-top-infer-style caffe`` (the default of :func:`iclass.get_model` too).
@@ -29,6 +30,12 @@ if __name__ == '__main__' and sys.path and \
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _bool01(text):
+    if text not in ('0', '1'):
+        raise argparse.ArgumentTypeError('expected 0 or 1, got %r' % text)
+    return text == '1'
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         description='Validate or train ResNet-38 ImageNet classifiers.',
@@ -51,16 +58,21 @@ def build_parser():
                    help="devices: '' or 'cpu' (CPU), '0,1' (GPUs), 'cpu:2' (2 CPU contexts)")
     p.add_argument('--batch-images', type=int, default=None,
                    help='images per batch (default: 1 for val, 32 for train)')
-    g = p.add_argument_group('validation')
-    g.add_argument('--test-scales', default='224',
+    g = p.add_argument_group('validation (defaults: the published protocol of both released '
+                             'models, ademxapp README: 320, no flipping, bicubic resize)')
+    g.add_argument('--test-scales', default='320',
                    help='comma-separated shorter-side lengths; predictions are averaged')
     g.add_argument('--test-flipping', action='store_true',
                    help='average with the horizontally flipped crops')
     g.add_argument('--test-3crops', action='store_true',
                    help='three crops along the longer side instead of the centre one')
+    g.add_argument('--choose-interp-method', type=_bool01, nargs='?', const=True,
+                   default=None, metavar='0|1',
+                   help='1: choose the resize filter by the resize direction (LANCZOS when '
+                        'shrinking), 0: always bicubic (default: 0 for val, as published; '
+                        '1 for train, as the authors trained)')
     g.add_argument('--no-choose-interp-method', dest='choose_interp_method',
-                   action='store_false',
-                   help='always resize bicubic instead of choosing by the resize direction')
+                   action='store_false', help='same as --choose-interp-method 0')
     g.add_argument('--pool-top-infer-style', choices=('caffe', 'same'), default=None,
                    help='Model A max-pool convention: caffe (pad 0, the released weights; '
                         'get_model default) or same (pad 1)')
@@ -111,7 +123,8 @@ def config_from_args(args):
         batch_images=args.batch_images,
         test_scales=tuple(int(s) for s in args.test_scales.split(',') if s.strip()),
         test_flipping=args.test_flipping, test_3crops=args.test_3crops,
-        choose_interp_method=args.choose_interp_method,
+        choose_interp_method=(args.phase == 'train' if args.choose_interp_method is None
+                              else args.choose_interp_method),
         pool_top_infer_style=args.pool_top_infer_style, cache_dtype=args.cache_dtype,
         crop_size=args.crop_size, lr_type=args.lr_type, base_lr=args.base_lr,
         lr_steps=tuple(int(s) for s in args.lr_steps.split(',') if s.strip()),

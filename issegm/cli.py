@@ -12,15 +12,28 @@ import mxnet as mx
 
 from rn38 import zoo
 
-# Per dataset: the defaults of the authors' recipe (Cityscapes: the published stage 1).
+from .datasets import DATASET_NAMES
+
+# Per dataset: the defaults of the authors' recipe (Cityscapes: the published stage 1) and
+# the published evaluation protocol of the released model (ademxapp README: Cityscapes
+# 2048 + flip, VOC 500 + flip, ADE20K 500 + flip + 2 test steps).
 DATASET_DEFAULTS = {
     'cityscapes': dict(model='cityscapes_rna-a1_cls19_s8', origin_size=2048, crop_size=500,
-                       test_scales='2048', data_root='data/cityscapes'),
+                       test_scales='2048', test_flipping=True, test_steps=1,
+                       data_root='data/cityscapes'),
     'voc': dict(model='voc_rna-a1_cls21_s8', origin_size=500, crop_size=500,
-                test_scales='500', data_root='data/VOCdevkit/VOC2012'),
+                test_scales='500', test_flipping=True, test_steps=1,
+                data_root='data/VOCdevkit/VOC2012'),
     'ade20k': dict(model='ade20k_rna-a1_cls150_s8', origin_size=640, crop_size=500,
-                   test_scales='640', data_root='data/ADEChallengeData2016'),
+                   test_scales='500', test_flipping=True, test_steps=2,
+                   data_root='data/ADEChallengeData2016'),
 }
+
+
+def _bool01(text):
+    if text not in ('0', '1'):
+        raise argparse.ArgumentTypeError('expected 0 or 1, got %r' % text)
+    return text == '1'
 
 
 def _float_pair(text):
@@ -45,7 +58,12 @@ def build_parser(dataset):
     p.add_argument('--gpus', default=None,
                    help="device ids, e.g. 0,1,2,3; 'cpu' (or empty) for the CPU, 'cpu:2' for two "
                         "CPU contexts; default: GPU 0 if there is one, else the CPU")
-    p.add_argument('--data-root', default=d['data_root'])
+    p.add_argument('--dataset', default=None, choices=DATASET_NAMES,
+                   help="dataset of the data (label encoding, folder layout) when it is not "
+                        "%s, e.g. coco to pre-train a VOC model; the model's classes must "
+                        "match it" % dataset)
+    p.add_argument('--data-root', default=None,
+                   help='default: %s (with --dataset D: data/D)' % d['data_root'])
     p.add_argument('--split', default=None, help='train, val, trainval, test '
                    '(default: train for --phase train, val for --phase val)')
     p.add_argument('--output', default=None, help='default: output/ for training, the '
@@ -95,12 +113,18 @@ def build_parser(dataset):
     t = p.add_argument_group('validation')
     t.add_argument('--test-scales', default=d['test_scales'],
                    help='longer side(s) in pixels, e.g. 2048 or 1536,2048,2560')
-    t.add_argument('--test-flipping', action='store_true')
-    t.add_argument('--test-steps', type=int, default=1)
+    t.add_argument('--test-flipping', type=_bool01, nargs='?', const=True,
+                   default=d['test_flipping'], metavar='0|1',
+                   help='average with the mirrored input (alone: on)')
+    t.add_argument('--no-test-flipping', dest='test_flipping', action='store_false',
+                   help='same as --test-flipping 0')
+    t.add_argument('--test-steps', type=int, default=d['test_steps'])
     t.add_argument('--max-input-pixels', type=int, default=None,
                    help='larger inputs are evaluated by sliding windows')
     t.add_argument('--save-predictions', action='store_true',
-                   help='store float16 probabilities (npz)')
+                   help='store the stride-level probability maps and their geometry '
+                        '(probs/<name>.npz, ~1.3 MB per Cityscapes image); '
+                        'issegm.evaluate.rebuild_prediction gives the full-resolution result')
     t.add_argument('--no-save-results', dest='save_results', action='store_false')
     t.add_argument('--no-official-eval', dest='official_eval', action='store_false',
                    help='skip the cityscapesscripts evaluation')
@@ -113,7 +137,10 @@ def build_parser(dataset):
 def make_config(dataset, argv=None):
     """Parse ``argv`` into the run's config (a Namespace); derives what the user left out."""
     cfg = build_parser(dataset).parse_args(argv)
-    cfg.dataset = dataset
+    cfg.dataset = cfg.dataset or dataset
+    if cfg.data_root is None:
+        cfg.data_root = DATASET_DEFAULTS.get(cfg.dataset, {}).get(
+            'data_root', os.path.join('data', cfg.dataset))
     if cfg.gpus is None:
         cfg.gpus = '0' if mx.context.num_gpus() > 0 else 'cpu'
     if cfg.split is None:
@@ -127,7 +154,14 @@ def make_config(dataset, argv=None):
                     cfg.model = label
             except ValueError:
                 pass
-    zoo.resolve_label(cfg.model, 'segmentation')
+    model_spec, _ = zoo.resolve_label(cfg.model, 'segmentation')
+    from .datasets import get_dataset_spec
+    data_classes = get_dataset_spec(cfg.dataset).classes
+    if model_spec.classes != data_classes:
+        raise ValueError('--model %s has %d classes but dataset %s has %d%s'
+                         % (cfg.model, model_spec.classes, cfg.dataset, data_classes,
+                            '' if cfg.dataset != dataset else
+                            ' (--dataset D evaluates or trains on the data of dataset D)'))
     if cfg.phase == 'val' and cfg.weights is None:
         raise ValueError('--phase val needs --weights (the .params file to evaluate)')
     if cfg.weights is not None and not os.path.isfile(cfg.weights):

@@ -2,7 +2,7 @@
 
 A :class:`DatasetSpec` holds everything that depends on the dataset's label encoding.
 Ground-truth files store *raw* label values (Cityscapes ``labelIds``, VOC class indices,
-ADE20K ``1..150`` with ``0`` = other); the networks use *train ids* ``0..classes-1`` with
+ADE20K ``1..150`` with ``0`` = other, COCO category ids, PASCAL-Context ``0..59``); the networks use *train ids* ``0..classes-1`` with
 ``255`` = ignore. The mapping happens exactly once, in :func:`read_label`, through the
 ``label_to_train`` lookup table; predictions go back through ``train_to_label``.
 
@@ -21,7 +21,7 @@ from rn38.image import DataError, decode_image, read_file_bytes, read_image  # n
 
 IGNORE_LABEL = 255
 
-DATASET_NAMES = ('cityscapes', 'voc', 'ade20k')
+DATASET_NAMES = ('cityscapes', 'voc', 'ade20k', 'coco', 'pascal-context')
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm')
 
@@ -123,9 +123,60 @@ def _ade20k_spec():
                        palette, range(classes + 1))
 
 
+# COCO's 80 object category ids (1..90 with gaps), in the order of their names in
+# GluonCV's ``COCODetection.CLASSES``; label PNGs hold one of them per pixel, 0 elsewhere
+# (the authors list the valid values as ``[0] + sorted(category ids)``).
+COCO_CATEGORY_IDS = tuple(i for i in range(1, 91)
+                          if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
+
+
+def _coco_spec():
+    """COCO labelled with VOC's 21 classes (the pre-training of ``voc_rna-a1_cls21_s8_coco``).
+
+    Raw values are COCO category ids; the 20 categories that are VOC classes map to their
+    VOC train ids (GluonCV's ``COCOSegmentation.CAT_LIST``), the other 60 categories and 0
+    to background, as VOC labels objects of other classes.
+    """
+    from gluoncv.data.mscoco.segmentation import COCOSegmentation
+    voc = _voc_spec()
+    label_to_train = np.full(256, IGNORE_LABEL, np.uint8)
+    label_to_train[[0] + list(COCO_CATEGORY_IDS)] = 0
+    for train_id, cat_id in enumerate(COCOSegmentation.CAT_LIST):
+        label_to_train[cat_id] = train_id
+    train_to_label = np.zeros(256, np.uint8)  # results are written as COCO category ids
+    train_to_label[:voc.classes] = COCOSegmentation.CAT_LIST
+    return DatasetSpec('coco', voc.class_names, label_to_train, train_to_label, voc.palette,
+                       (0,) + COCO_CATEGORY_IDS)
+
+
+# PASCAL-Context's 59 most frequent classes (Mottaghi et al. 2014), alphabetical; raw 0 is
+# the background, a class of its own, as in the authors' code (60 classes, labels 0..59;
+# 255, if present, is ignored).
+PASCAL_CONTEXT_CLASSES = (
+    'background', 'aeroplane', 'bag', 'bed', 'bedclothes', 'bench', 'bicycle', 'bird',
+    'boat', 'book', 'bottle', 'building', 'bus', 'cabinet', 'car', 'cat', 'ceiling', 'chair',
+    'cloth', 'computer', 'cow', 'cup', 'curtain', 'dog', 'door', 'fence', 'floor', 'flower',
+    'food', 'grass', 'ground', 'horse', 'keyboard', 'light', 'motorbike', 'mountain', 'mouse',
+    'person', 'plate', 'platform', 'pottedplant', 'road', 'rock', 'sheep', 'shelves',
+    'sidewalk', 'sign', 'sky', 'snow', 'sofa', 'table', 'track', 'train', 'tree', 'truck',
+    'tvmonitor', 'wall', 'water', 'window', 'wood')
+
+
+def _pascal_context_spec():
+    from gluoncv.utils.viz.segmentation import vocpallete
+    classes = len(PASCAL_CONTEXT_CLASSES)
+    identity = np.full(256, IGNORE_LABEL, np.uint8)
+    identity[:classes] = np.arange(classes)
+    palette = _gluoncv_palette(vocpallete, 256)
+    palette[classes:] = 0
+    return DatasetSpec('pascal-context', PASCAL_CONTEXT_CLASSES, identity, identity, palette,
+                       set(range(classes)) | {IGNORE_LABEL})
+
+
 def get_dataset_spec(name):
-    """:class:`DatasetSpec` of ``'cityscapes'``, ``'voc'`` or ``'ade20k'``."""
-    builders = {'cityscapes': _cityscapes_spec, 'voc': _voc_spec, 'ade20k': _ade20k_spec}
+    """:class:`DatasetSpec` of a name in :data:`DATASET_NAMES`."""
+    builders = {'cityscapes': _cityscapes_spec, 'voc': _voc_spec, 'ade20k': _ade20k_spec,
+                'coco': _coco_spec, 'pascal-context': _pascal_context_spec}
     if name not in builders:
         raise ValueError('unknown dataset %r; valid: %s' % (name, ', '.join(DATASET_NAMES)))
     return builders[name]()

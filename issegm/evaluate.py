@@ -111,6 +111,20 @@ def resize_maps(maps, size_hw, method=BICUBIC):
     return out
 
 
+def maps_to_image(fine, pred_stride, resized_hw, image_hw):
+    """Step 6: ``float32 (C, m, n)`` map of stride ``pred_stride`` on the padded input of
+    an image resized to ``resized_hw`` -> ``float32 (C, H0, W0)`` at ``image_hw``: PIL
+    BICUBIC by the stride, crop to ``resized_hw``, then the resize rule back to the image."""
+    h, w = resized_hw
+    up = resize_maps(np.asarray(fine, np.float32),
+                     (fine.shape[1] * pred_stride, fine.shape[2] * pred_stride), BICUBIC)
+    up = up[:, :h, :w]
+    if (h, w) != tuple(image_hw):
+        up = resize_maps(np.ascontiguousarray(up), tuple(image_hw),
+                         interp_method((h, w), tuple(image_hw)))
+    return np.ascontiguousarray(up)
+
+
 def _layer_geometry(layer):
     """(kernel, stride, dilation) of a Conv2D or pooling block along one axis, else None."""
     kw = getattr(layer, '_kwargs', None)
@@ -324,6 +338,10 @@ class SegPredictor:
 
     def probs_for_scale(self, image, scale):
         """Steps 1-6 for one scale: ``uint8 (H0, W0, 3)`` -> ``float32 (C, H0, W0)``."""
+        return self._scale_maps(image, scale)[0]
+
+    def _scale_maps(self, image, scale):
+        """``(probs (C, H0, W0), fine (C, T*H/s, T*W/s), (h, w))`` of one scale."""
         h0, w0 = image.shape[:2]
         start = time.perf_counter()
         h, w = scaled_size(h0, w0, scale)
@@ -331,33 +349,50 @@ class SegPredictor:
         self.timings['resize'] += time.perf_counter() - start
         fine = self.fine_probs(resized, scale)
         start = time.perf_counter()
-        pred_stride = self.feat_stride // self.test_steps
-        up = resize_maps(fine, (fine.shape[1] * pred_stride, fine.shape[2] * pred_stride),
-                         BICUBIC)[:, :h, :w]
-        if (h, w) != (h0, w0):
-            up = resize_maps(np.ascontiguousarray(up), (h0, w0),
-                             interp_method((h, w), (h0, w0)))
+        up = maps_to_image(fine, self.feat_stride // self.test_steps, (h, w), (h0, w0))
         self.timings['resize'] += time.perf_counter() - start
-        return np.ascontiguousarray(up)
+        return up, fine, (h, w)
 
     def predict_probs(self, image):
         """``uint8 (H, W, 3)`` RGB -> ``float32 (C, H, W)`` class probabilities (the mean
         over the test scales; each pixel's values sum to 1 up to float rounding, and
         bicubic resizing can overshoot [0, 1] slightly)."""
+        return self.predict_maps(image)[0]
+
+    def predict_maps(self, image):
+        """:meth:`predict_probs` and what it was computed from.
+
+        Returns ``(probs, maps)``: ``probs`` as :meth:`predict_probs`; ``maps`` a dict with
+        ``'fine'``: per test scale the ``float32 (C, T*H/s, T*W/s)`` stride-level map of
+        step 5, and the geometry that turns them into ``probs`` (:func:`maps_to_image`,
+        averaged over the scales): ``'image_size'`` ``(H0, W0)``, ``'resized_sizes'``
+        ``[(h, w)]`` per scale, ``'pred_stride'`` s/T, and the protocol settings.
+        """
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError('expected a uint8 (H, W, 3) RGB image, got %s %s'
                              % (image.dtype, image.shape))
         total = None
+        fines, sizes, inputs = [], [], []
         for scale in self.scales:
-            probs = self.probs_for_scale(image, scale)
+            probs, fine, size = self._scale_maps(image, scale)
+            fines.append(fine)
+            sizes.append(size)
+            inputs.append(self.input_size(size[0], size[1], scale))
             if total is None:
                 total = probs
             else:
                 total += probs
         if len(self.scales) > 1:
             total /= len(self.scales)
-        return total
+        s, steps = self.feat_stride, self.test_steps
+        p = s // steps
+        maps = {'fine': fines, 'image_size': image.shape[:2], 'resized_sizes': sizes,
+                'input_sizes': inputs, 'pred_stride': p, 'feat_stride': s,
+                'test_steps': steps, 'flip': self.flip, 'pad_mode': self.pad_mode,
+                'scales': [0 if sc is None else sc for sc in self.scales],
+                'canvas_offset': s // 2, 'pass_offsets': [p // 2 + i * p for i in range(steps)]}
+        return total, maps
 
     def predict(self, image):
         """``uint8 (H, W, 3)`` -> ``uint8 (H, W)`` train ids (argmax of the probabilities)."""
@@ -465,7 +500,8 @@ def output_paths(out_dir, name):
 
     ``labels/<name>.png`` raw label ids (the official format), ``color/<name>.png``
     palette colours, ``correct/<name>.png`` the authors' correct map,
-    ``probs/<name>.npz`` float16 probabilities, ``counts/<name>.npz`` the image's
+    ``probs/<name>.npz`` the stride-level maps (:func:`prediction_record_bytes`,
+    :func:`rebuild_prediction`), ``counts/<name>.npz`` the image's
     confusion counts (written last: its presence marks the image done).
     """
     return {'label': os.path.join(out_dir, 'labels', name + '.png'),
@@ -479,6 +515,86 @@ def _npz_bytes(**arrays):
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
+
+
+PREDICTION_FORMAT = 'rn38-stride-maps-1'
+
+
+def prediction_record_bytes(maps, train_ids):
+    """An ``.npz`` (no pickled objects) holding a prediction at the network's resolution.
+
+    maps: the dict of :meth:`SegPredictor.predict_maps`; train_ids: ``uint8 (H0, W0)``, the
+    argmax of its probabilities (what was written as the label PNG).
+    Keys: ``fine_<k>`` float16 ``(C, T*H/s, T*W/s)`` probability map of test scale k (on
+    the padded network input, stride s/T); ``scales`` (0 = the image's own size),
+    ``resized_sizes`` and ``input_sizes`` ``(K, 2)`` (image resized for scale k, and the
+    padded network input), ``image_size`` ``(H0, W0)``, ``pred_stride`` s/T,
+    ``feat_stride`` s, ``test_steps`` T, ``flip``, ``pad_mode``, ``canvas_offset`` (s/2,
+    where the image sits in the shifted-pass canvas) and ``pass_offsets`` (the T window
+    offsets per axis in that canvas); ``label_fix_index``/``label_fix_value``: the pixels
+    (flat indices) whose argmax from the float16 maps differs from ``train_ids`` and their
+    train ids, so that :func:`rebuild_prediction` gives ``train_ids`` exactly.
+    """
+    fines = [np.asarray(f).astype(np.float16) for f in maps['fine']]
+    rebuilt = _average_maps(fines, maps['pred_stride'], maps['resized_sizes'],
+                            maps['image_size']).argmax(0)
+    fix = np.flatnonzero(rebuilt.ravel() != np.asarray(train_ids).ravel())
+    arrays = {'fine_%d' % k: f for k, f in enumerate(fines)}
+    arrays.update(
+        format=np.array(PREDICTION_FORMAT), image_size=np.array(maps['image_size'], np.int64),
+        scales=np.array(maps['scales'], np.int64),
+        resized_sizes=np.array(maps['resized_sizes'], np.int64).reshape(-1, 2),
+        input_sizes=np.array(maps['input_sizes'], np.int64).reshape(-1, 2),
+        pred_stride=np.array(maps['pred_stride'], np.int64),
+        feat_stride=np.array(maps['feat_stride'], np.int64),
+        test_steps=np.array(maps['test_steps'], np.int64), flip=np.array(bool(maps['flip'])),
+        pad_mode=np.array(maps['pad_mode']),
+        canvas_offset=np.array(maps['canvas_offset'], np.int64),
+        pass_offsets=np.array(maps['pass_offsets'], np.int64),
+        label_fix_index=fix.astype(np.int64),
+        label_fix_value=np.asarray(train_ids).ravel()[fix].astype(np.uint8))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _average_maps(fines, pred_stride, resized_sizes, image_size):
+    total = None
+    for fine, size in zip(fines, resized_sizes):
+        probs = maps_to_image(np.asarray(fine, np.float32), int(pred_stride), tuple(size),
+                              tuple(image_size))
+        total = probs if total is None else total + probs
+    if len(fines) > 1:
+        total /= len(fines)
+    return total
+
+
+def rebuild_prediction(path):
+    """Full-resolution result of a ``probs/<name>.npz`` record.
+
+    Returns ``(probs, train_ids)``: ``float32 (C, H0, W0)`` probabilities rebuilt from the
+    float16 stride-level maps exactly as the evaluation did from its float32 maps (so equal
+    to them up to float16 rounding), and ``uint8 (H0, W0)`` train ids equal to the written
+    label PNG (mapped back through the dataset's ``label_to_train``) pixel for pixel.
+    Raises DataError if the file is not such a record.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if 'format' not in f.files or str(f['format']) != PREDICTION_FORMAT:
+                raise DataError('%s: not a %s prediction record' % (path, PREDICTION_FORMAT))
+            sizes = f['resized_sizes']
+            fines = [f['fine_%d' % k] for k in range(len(sizes))]
+            image_size = tuple(int(v) for v in f['image_size'])
+            pred_stride = int(f['pred_stride'])
+            fix_index, fix_value = f['label_fix_index'], f['label_fix_value']
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError('%s: cannot read prediction record (%s)' % (path, err)) from None
+    probs = _average_maps(fines, pred_stride, sizes, image_size)
+    train_ids = probs.argmax(0).astype(np.uint8)
+    np.put(train_ids, fix_index, fix_value)
+    return probs, train_ids
 
 
 def _read_counts(path, num_classes):
@@ -567,7 +683,8 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
         ``confusion.npz`` (:class:`ConfusionMatrix` state), ``summary.json`` (written
         atomically), ``class_iou.png`` and ``confusion.png`` (with ground truth).
     save_results: write the label-id, colour and correct PNGs.
-    save_predictions: write the probabilities as float16 ``.npz`` (key ``probs``).
+    save_predictions: write the stride-level maps (:func:`prediction_record_bytes`);
+        needs a predictor with ``predict_maps`` (:class:`SegPredictor`).
     resume: skip images whose ``counts`` record exists (and whose requested outputs
         exist); their stored counts are added, so totals equal an uninterrupted run.
     result_key: a JSON-ready dict of everything that determines the results (see
@@ -589,6 +706,8 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
     samples = list(samples)
     if not samples:
         raise DataError('%s: no samples to evaluate (empty split)' % out_dir)
+    if save_predictions and not hasattr(predictor, 'predict_maps'):
+        raise ValueError('save_predictions needs a predictor with predict_maps (SegPredictor)')
     names = [sample_name(image) for image, _ in samples]
     seen = {}
     for (image, _), name in zip(samples, names):
@@ -626,7 +745,10 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
                 image = read_image(image_path)
                 gt = read_label(spec, label_path, image.shape) if label_path else None
                 t1 = time.perf_counter()
-                probs = predictor.predict_probs(image)
+                if save_predictions:
+                    probs, maps = predictor.predict_maps(image)
+                else:
+                    probs = predictor.predict_probs(image)
                 if probs.shape != (spec.classes,) + image.shape[:2]:
                     raise ValueError('%s: predictor returned %s, expected %s'
                                      % (image_path, probs.shape,
@@ -647,8 +769,7 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
                         write_label_png(paths['correct'], correct_map(pred, gt,
                                                                       spec.ignore_label))
                 if save_predictions:
-                    atomic_write_bytes(paths['probs'], _npz_bytes(
-                        probs=probs.astype(np.float16)))
+                    atomic_write_bytes(paths['probs'], prediction_record_bytes(maps, pred))
                 atomic_write_bytes(paths['counts'], _npz_bytes(
                     counts=counts, has_gt=np.array(gt is not None)))
                 t5 = time.perf_counter()

@@ -24,7 +24,9 @@ kernels:  kernel size of each convolution of a block.
 down:     how the feature stride doubles after this level: ``'pool'`` (3x3 max pool
           ``pool{level}`` after the level), ``'conv'`` (the first block of the next level
           has stride 2) or ``'none'``.
-dilate:   with ``down='conv'``, keep stride 1 and double the dilation instead (FCN).
+dilate:   keep stride 1 and double the dilation of the following levels instead (FCN);
+          with ``down='pool'`` the pool becomes a 3x3 max pool of stride 1 and padding 1
+          (the authors' ``_ds_by_pl``).
 dropout:  dropout rate before the last convolution of each block of this level.
 """
 
@@ -54,7 +56,8 @@ def _small_table(down, dilate_levels=(), dropout=(0.0, 0.0)):
                  for r, b, c in zip(_table(down, dilate_levels, dropout), blocks, widths))
 
 
-# Segmentation models drop out before the last 1x1 conv of levels 6 and 7.
+# Segmentation A1 models drop out before the last 1x1 conv of levels 6 and 7 (the
+# authors' ``rna_feat_a1(dropout=True)``; their ``rna_feat_a`` has no dropout).
 SEG_DROPOUT = (0.3, 0.5)
 
 
@@ -69,11 +72,14 @@ def stage_table(net_name, feat_stride=32, segmentation=False):
         raise ValueError('unknown network rna-%s; known: %s'
                          % (net_name, ', '.join('rna-' + n for n in sorted(builders))))
     build, down = builders[net_name]
-    strides = {32: (), 16: (5,), 8: (4, 5)} if down == 'conv' else {32: ()}
+    # Levels whose down-sampling becomes dilation, per feature stride (the authors'
+    # ``rna_feat_a1`` and ``rna_feat_a`` tables).
+    strides = {32: (), 16: (5,), 8: (4, 5)} if down == 'conv' else {32: (), 16: (5,)}
     if feat_stride not in strides:
         raise ValueError('rna-%s has no feature stride %d; valid: %s'
                          % (net_name, feat_stride, sorted(strides)))
-    return build(down, strides[feat_stride], SEG_DROPOUT if segmentation else (0.0, 0.0))
+    dropout = SEG_DROPOUT if segmentation and down == 'conv' else (0.0, 0.0)
+    return build(down, strides[feat_stride], dropout)
 
 
 def table_feat_stride(table):
@@ -171,7 +177,11 @@ class ResNet38Features(HybridBlock):
             for level in range(2, len(table) + 1):
                 row, prev = table[level - 1], table[level - 2]
                 if prev.down == 'pool':
-                    self.stages.add(nn.MaxPool2D(3, 2, pool_pad))
+                    if prev.dilate:  # stride-1 pool padded by the dilation, then dilate
+                        self.stages.add(nn.MaxPool2D(3, 1, dilation))
+                        dilation *= 2
+                    else:
+                        self.stages.add(nn.MaxPool2D(3, 2, pool_pad))
                 stride, dil_first, dil_rest = 1, dilation, dilation
                 if prev.down == 'conv':
                     if prev.dilate:

@@ -26,6 +26,7 @@ CLASSIFICATION = ('ilsvrc-cls_rna-a_cls1000', 'ilsvrc-cls_rna-a1_cls1000',
                   'demo-cls_rna-a1-mini_cls5')
 SEGMENTATION = ('cityscapes_rna-a1_cls19_s8', 'cityscapes_rna-a1_cls19_s16',
                 'voc_rna-a1_cls21_s8', 'voc_rna-a1_cls21_s8_coco', 'ade20k_rna-a1_cls150_s8',
+                'cityscapes_rna-a_cls19_s16',
                 'cityscapes_rna-a1-mini_cls19_s8', 'cityscapes_rna-a1-mini_cls19_s16',
                 'cityscapes_rna-a1-mini_cls19_s32')
 REGISTERED = {'classification': CLASSIFICATION, 'segmentation': SEGMENTATION}

@@ -302,8 +302,7 @@ def test_evaluate_writes_official_format_and_scores(cs_root, tmp_path):
     spec = get_dataset_spec('cityscapes')
     samples = list_samples(spec, cs_root, 'val')
     out = str(tmp_path / 'out')
-    result = evaluate(FixedPredictor(), spec, samples, out, save_predictions=True,
-                      progress=False)
+    result = evaluate(FixedPredictor(), spec, samples, out, progress=False)
     expected = ConfusionMatrix(19)
     for image_path, label_path in samples:
         name = os.path.basename(image_path)[:-4]
@@ -323,9 +322,6 @@ def test_evaluate_writes_official_format_and_scores(cs_root, tmp_path):
         np.testing.assert_array_equal(correct[gt == 255], 255)
         valid = gt != 255
         np.testing.assert_array_equal(correct[valid], np.where(pred == gt, 127, 0)[valid])
-        with np.load(paths['probs'], allow_pickle=False) as f:
-            probs = f['probs']
-        assert probs.dtype == np.float16 and probs.shape == (19,) + image.shape[:2]
         expected.update(pred, gt)
     with open(os.path.join(out, 'summary.json')) as f:
         summary = json.load(f)
@@ -482,3 +478,103 @@ def test_official_eval_agrees_on_demo_street_scenes(tmp_path):
         if value is not None:
             assert theirs['class_iou'][name] == pytest.approx(value, abs=1e-9)
     assert 0 < theirs['class_iiou']['car'] <= 1 and 0 < theirs['mean_category_iiou'] <= 1
+
+
+# ----------------------------------------------------------------------------- saved predictions
+
+def _authors_interp_preds_as(im_size, net_preds, pred_stride, imh, imw):
+    """ademxapp issegm/voc.py ``interp_preds_as`` (with their entry's
+    ``choose_interpolation_method``): each class map PIL-CUBIC resized by ``pred_stride``,
+    cropped to ``imh x imw``, then resized to ``im_size`` with ``util.get_interp_method``."""
+    from PIL import Image
+    imh0, imw0 = im_size
+    out = []
+    for pred in net_preds.astype(np.single):
+        input_h, input_w = pred.shape[0] * pred_stride, pred.shape[1] * pred_stride
+        up = np.array(Image.fromarray(pred).resize((input_w, input_h), Image.BICUBIC))
+        if imh0 == imh:
+            out.append(up[:imh, :imw])
+            continue
+        if imh0 < imh and imw0 < imw:
+            method = Image.LANCZOS
+        elif imh0 > imh and imw0 > imw:
+            method = Image.BICUBIC
+        else:
+            method = Image.BILINEAR
+        out.append(np.array(Image.fromarray(up[:imh, :imw]).resize((imw0, imh0), method)))
+    return np.array(out)
+
+
+def test_saved_predictions_rebuild_the_written_labels_exactly(tmp_path):
+    from issegm.evaluate import rebuild_prediction
+    root = make_cityscapes_like(str(tmp_path / 'cs'), n=2, height=36, width=60)
+    spec = get_dataset_spec('cityscapes')
+    samples = list_samples(spec, root, 'val')
+    net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8')
+    out = str(tmp_path / 'out')
+    multi = SegPredictor(net, scales=[None, 45, 80], flip=True, test_steps=2)
+    evaluate(multi, spec, samples, out, save_predictions=True, progress=False)
+    single = SegPredictor(net, scales=[45], flip=True, test_steps=2, pad_mode='scale')
+    evaluate(single, spec, samples, out + '1', save_predictions=True, progress=False)
+    fixes = 0
+    for image_path, _ in samples:
+        name = os.path.basename(image_path)[:-4]
+        image = read_png(image_path)[:, :, ::-1].copy()
+        for pred, folder in ((multi, out), (single, out + '1')):
+            paths = output_paths(folder, name)
+            probs, train_ids = rebuild_prediction(paths['probs'])
+            np.testing.assert_array_equal(spec.train_to_label[train_ids],
+                                          read_png(paths['label']))
+            np.testing.assert_allclose(probs, pred.predict_probs(image), atol=2e-3)
+            with np.load(paths['probs'], allow_pickle=False) as f:
+                record = {k: f[k] for k in f.files}
+            fixes += record['label_fix_index'].size
+            assert record['image_size'].tolist() == [36, 60]
+            assert record['flip'] and record['test_steps'] == 2 and record['pred_stride'] == 4
+            assert record['pass_offsets'].tolist() == [2, 6] and record['canvas_offset'] == 4
+        # multi-scale: one map per scale, at stride 4 on the padded input
+        assert record['scales'].tolist() == [45]
+        assert record['fine_0'].shape == (19, 12, 12) and record['fine_0'].dtype == np.float16
+    # single scale: the stored map is what the authors stored, and their interpolation of
+    # it gives the rebuilt probabilities
+    with np.load(output_paths(out, name)['probs'], allow_pickle=False) as f:
+        assert f['scales'].tolist() == [0, 45, 80]
+        assert [f['fine_%d' % k].shape for k in range(3)] == [(19, 10, 16), (19, 8, 12),
+                                                               (19, 12, 20)]
+        assert f['resized_sizes'].tolist() == [[36, 60], [27, 45], [48, 80]]
+    probs, _ = rebuild_prediction(output_paths(out + '1', name)['probs'])
+    with np.load(output_paths(out + '1', name)['probs'], allow_pickle=False) as f:
+        theirs = _authors_interp_preds_as(f['image_size'], f['fine_0'], int(f['pred_stride']),
+                                          *f['resized_sizes'][0])
+    np.testing.assert_array_equal(probs, theirs)
+    assert fixes < 0.01 * 36 * 60 * 4
+
+
+def test_saved_prediction_of_a_cityscapes_image_is_under_2_mb(tmp_path):
+    # the stride-8 19-class maps of a 1024x2048 image at the published scale 2048: the same
+    # shapes as the released model's (the mini net differs only in its inner widths)
+    from issegm.evaluate import prediction_record_bytes, rebuild_prediction
+    net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8')
+    image = np.random.RandomState(0).randint(0, 256, (1024, 2048, 3)).astype(np.uint8)
+    probs, maps = SegPredictor(net, scales=[2048]).predict_maps(image)
+    train_ids = probs.argmax(0).astype(np.uint8)
+    data = prediction_record_bytes(maps, train_ids)
+    assert len(data) < 2 * 2 ** 20
+    assert maps['fine'][0].shape == (19, 128, 256)
+    assert maps['fine'][0].size * 2 < 1.3e6  # float16, before compression
+    path = str(tmp_path / 'p.npz')
+    with open(path, 'wb') as f:
+        f.write(data)
+    np.testing.assert_array_equal(rebuild_prediction(path)[1], train_ids)
+
+
+def test_rebuild_prediction_rejects_other_files(tmp_path):
+    from issegm.evaluate import rebuild_prediction
+    path = str(tmp_path / 'old.npz')
+    np.savez(path, probs=np.zeros((2, 3, 3), np.float16))
+    with pytest.raises(DataError, match='old.npz: not a'):
+        rebuild_prediction(path)
+    with open(path, 'wb') as f:
+        f.write(b'junk')
+    with pytest.raises(DataError, match='old.npz: cannot read'):
+        rebuild_prediction(path)

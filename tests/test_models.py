@@ -288,3 +288,140 @@ def test_saved_file_is_byte_identical_to_the_reference_rule(tmp_path):
     entry = checks['models'][label]
     assert os.path.getsize(path) == entry['params_file_bytes']
     assert md5sum(path) == entry['params_file_md5']
+
+
+# ----------------------------------------------------------------------------- Model A, s16
+
+def _authors_model_a_fcn_s16(classes, widths, blocks, pool_pad):
+    """The authors' Model A FCN at stride 16, transcribed from ademxapp
+    ``util/symbol/resnet_v2.py`` (``rna_feat_a(16)``: levels 1-4 left by 3x3/2 max pools
+    (pad 0 in their "caffe" style, else 1), level 5 by a 3x3 pool of stride 1 and pad 1
+    after which the dilation doubles; no dropout) and ``fcn_top`` with their segmentation
+    classifier (``conv6a`` 3x3 dilation 12 + relu, ``linear<C>`` 3x3 dilation 12, both
+    with bias). ``widths``/``blocks``: per level 1..7 the conv widths and block counts."""
+    S = mx.sym
+
+    def conv(x, name, filters, kernel=3, stride=1, dilate=1, no_bias=True):
+        dilate = 1 if kernel == 1 else dilate
+        pad = ((kernel - 1) * dilate + 1) // 2
+        extra = {} if no_bias else {'bias': S.Variable(name + '_bias')}
+        return S.Convolution(x, weight=S.Variable(name + '_weight'), name=name,
+                             kernel=(kernel, kernel), stride=(stride, stride),
+                             dilate=(dilate, dilate), pad=(pad, pad), num_filter=filters,
+                             no_bias=no_bias, **extra)
+
+    def bn_relu(x, name):
+        return S.Activation(S.BatchNorm(x, name=name, eps=1.001e-5, fix_gamma=False,
+                                        use_global_stats=True), act_type='relu')
+
+    def res_block(x, name, filters, kernels, dilate, identity):
+        pre = bn_relu(x, 'bn%s_branch2a' % name)
+        branch = conv(pre, 'res%s_branch2a' % name, filters[0], kernels[0], dilate=dilate)
+        for i in range(1, len(filters)):
+            sub = '%s_branch2b%d' % (name, i)
+            branch = conv(bn_relu(branch, 'bn' + sub), 'res' + sub, filters[i], kernels[i],
+                          dilate=dilate)
+        if identity:
+            return x + branch
+        return conv(pre, 'res%s_branch1' % name, filters[-1], 1) + branch
+
+    def pool(x, stride, pad):
+        return S.Pooling(x, kernel=(3, 3), stride=(stride, stride), pad=(pad, pad),
+                         pool_type='max')
+
+    top = conv(S.Variable('data'), 'conv1a', widths[0][0])
+    top = pool(top, 2, pool_pad)
+    dilate = 1
+    for level in range(2, 8):
+        kernels = [1, 3, 1] if len(widths[level - 1]) == 3 else [3, 3]
+        for i in range(blocks[level - 1]):
+            name = '%da' % level if i == 0 else '%db%d' % (level, i)
+            top = res_block(top, name, list(widths[level - 1]), kernels, dilate, i > 0)
+        if level <= 4:
+            top = pool(top, 2, pool_pad)
+        elif level == 5:
+            top = pool(top, 1, dilate)
+            dilate *= 2
+    top = bn_relu(top, 'bn7')
+    top = S.Activation(conv(top, 'conv6a', 512, 3, dilate=12, no_bias=False),
+                       act_type='relu')
+    return conv(top, 'linear%d' % classes, classes, 3, dilate=12, no_bias=False)
+
+
+_A_WIDTHS = [(64,), (128, 128), (256, 256), (512, 512), (512, 1024), (512, 1024, 2048),
+             (1024, 2048, 4096)]
+_A_BLOCKS = [0, 3, 3, 6, 3, 1, 1]
+
+
+def _our_symbol(net):
+    net.hybridize()
+    return net(mx.sym.var('data'))
+
+
+def _pool_pad(net):
+    """Padding of the stride-2 max pools of a Model A network (its pool convention)."""
+    pads = set()
+    net.apply(lambda b: pads.add(b._kwargs['pad'][0]) if isinstance(b, mx.gluon.nn.MaxPool2D)
+              and b._kwargs['stride'][0] == 2 else None)
+    assert len(pads) == 1 and pads <= {0, 1}
+    return pads.pop()
+
+
+def _named_shapes(sym, shape):
+    args, _, auxs = sym.infer_shape(data=shape)
+    named = dict(zip(sym.list_arguments(), args))
+    named.update(zip(sym.list_auxiliary_states(), auxs))
+    named.pop('data')
+    return {k.replace('running_', 'moving_'): tuple(v) for k, v in named.items()}
+
+
+def test_model_a_s16_fcn_names_shapes_and_stride_equal_the_authors_graph():
+    shape = (1, 3, 512, 1024)
+    net = zoo.build_model('cityscapes_rna-a_cls19_s16', 'segmentation')  # not initialised
+    assert net.feat_stride == 16
+    pad = _pool_pad(net)
+    theirs = _authors_model_a_fcn_s16(19, _A_WIDTHS, _A_BLOCKS, pad)
+    ours = _our_symbol(net)
+    assert _named_shapes(ours, shape) == _named_shapes(theirs, shape)
+    out = ours.infer_shape(data=shape)[1][0]
+    assert out == theirs.infer_shape(data=shape)[1][0]
+    size = [512, 1024]
+    for _ in range(4):  # four 3x3/2 pools (floor), then only stride 1
+        size = [(n + 2 * pad - 3) // 2 + 1 for n in size]
+    assert out == (1, 19) + tuple(size)
+    assert size == ([31, 63] if pad == 0 else [32, 64])
+    # the backbone's names are the released Model A's, the head the released FCNs'
+    released = {e['key'].split(':', 1)[1] for e in
+                json.load(open(os.path.join(REF_DIR, 'manifests',
+                                            'ilsvrc-cls_rna-a_cls1000.json')))}
+    names = set(_named_shapes(ours, shape))
+    assert names - released == {'conv6a_weight', 'conv6a_bias', 'linear19_weight',
+                                'linear19_bias'}
+    assert released - names == {'linear1000_weight', 'linear1000_bias'}
+
+
+def test_model_a_s16_mini_computes_the_authors_graph():
+    net = issegm.get_model('cityscapes_rna-a-mini_cls19_s16')
+    table = stage_table('a-mini', 16, segmentation=True)
+    assert all(r.dropout == 0 for r in table)  # their rna_feat_a has no dropout
+    pad = _pool_pad(net)
+    theirs = _authors_model_a_fcn_s16(19, [r.channels for r in table],
+                                      [r.blocks for r in table], pad)
+    x = mx.nd.random.uniform(shape=(1, 3, 130, 200))
+    params = {k.replace('running_', 'moving_'): v.data()
+              for k, v in net.collect_params().items()}
+    for k, v in params.items():  # non-trivial BN statistics
+        if k.endswith('moving_var'):
+            v[:] = mx.nd.random.uniform(0.5, 2, shape=v.shape)
+        elif k.endswith('moving_mean'):
+            v[:] = mx.nd.random.normal(0, 0.1, shape=v.shape)
+    exe = theirs.simple_bind(mx.cpu(), data=x.shape, grad_req='null')
+    for k, arr in list(exe.arg_dict.items()) + list(exe.aux_dict.items()):
+        arr[:] = x if k == 'data' else params[k]
+    expected = exe.forward(is_train=False)[0].asnumpy()
+    got = net(x).asnumpy()
+    size = [130, 200]
+    for _ in range(4):
+        size = [(n + 2 * pad - 3) // 2 + 1 for n in size]
+    assert got.shape == expected.shape == (1, 19) + tuple(size)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
