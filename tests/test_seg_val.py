@@ -105,6 +105,8 @@ def _val_process(root, weights, out, *extra):
            '--no-progress', '--no-official-eval'] + list(extra)
     if '--test-scales' not in extra:
         cmd += ['--test-scales', '128']
+    if '--test-flipping' not in extra:
+        cmd += ['--no-test-flipping']   # the entry's default is the published protocol (flip)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stderr[-2000:]
