@@ -232,19 +232,20 @@ class ResNet38FCN(HybridBlock):
 
     ``head='2conv'``: ``conv6a`` (3x3, dilation 12, bias) + ReLU, then ``linear{classes}``
     (3x3, dilation 12, bias); ``head='1conv'``: ``linear{classes}`` directly on ``relu7``.
-    ``forward(x)``: ``(N, 3, H, W)`` -> scores ``(N, classes, ceil(H/s), ceil(W/s))``.
+    ``forward(x)``: ``(N, 3, H, W)`` -> scores ``(N, classes, ceil(H/s), ceil(W/s))``
+    (Model A: with ``pool_pad=1``; pad 0 floors at each 3x3/2 pool).
     """
 
     HEADS = ('2conv', '1conv')
 
     def __init__(self, table, classes, head='2conv', head_channels=512, head_dilation=12,
-                 freeze_bn=False, **kwargs):
+                 freeze_bn=False, pool_pad=0, **kwargs):
         super().__init__(prefix='', **kwargs)
         if head not in self.HEADS:
             raise ValueError('unknown head %r; valid: %s' % (head, ', '.join(self.HEADS)))
         self.classes = classes
         with self.name_scope():
-            self.features = ResNet38Features(table, 0, freeze_bn)
+            self.features = ResNet38Features(table, pool_pad, freeze_bn)
             self.head = nn.HybridSequential(prefix='')
             if head == '2conv':
                 self.head.add(_conv('conv6a', self.features.out_channels, head_channels, 3,

@@ -107,7 +107,8 @@ def build_model(label, task, freeze_bn=False, pool_style=None, head='2conv'):
     if task == 'classification':
         net = ResNet38Classifier(table, spec.classes, pool_pad=pool_pad, freeze_bn=freeze_bn)
     else:
-        net = ResNet38FCN(table, spec.classes, head=head, freeze_bn=freeze_bn)
+        net = ResNet38FCN(table, spec.classes, head=head, freeze_bn=freeze_bn,
+                          pool_pad=pool_pad)
     net.spec = spec
     return net
 

@@ -425,3 +425,14 @@ def test_model_a_s16_mini_computes_the_authors_graph():
         size = [(n + 2 * pad - 3) // 2 + 1 for n in size]
     assert got.shape == expected.shape == (1, 19) + tuple(size)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_model_a_s16_with_same_pools_has_stride_16_and_evaluates():
+    from issegm.evaluate import SegPredictor
+    net = issegm.get_model('cityscapes_rna-a-mini_cls19_s16', pool_style='same')
+    assert _pool_pad(net) == 1
+    assert net(mx.nd.zeros((1, 3, 96, 160))).shape == (1, 19, 6, 10)
+    image = np.random.RandomState(0).randint(0, 256, (50, 90, 3)).astype(np.uint8)
+    probs = SegPredictor(net, scales=[90], flip=True, test_steps=2).predict_probs(image)
+    assert probs.shape == (19, 50, 90)
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-2)
