@@ -20,6 +20,9 @@ DATASET_DEFAULTS = {
                 test_scales='500', data_root='data/VOCdevkit/VOC2012'),
     'ade20k': dict(model='ade20k_rna-a1_cls150_s8', origin_size=640, crop_size=500,
                    test_scales='640', data_root='data/ADEChallengeData2016'),
+    # Own data: the model's class count comes from <data root>/classes.yaml.
+    'folder': dict(model='folder_rna-a1_cls<C>_s8', origin_size=512, crop_size=320,
+                   test_scales='512', data_root=None),
 }
 
 
@@ -45,7 +48,12 @@ def build_parser(dataset):
     p.add_argument('--gpus', default=None,
                    help="device ids, e.g. 0,1,2,3; 'cpu' (or empty) for the CPU, 'cpu:2' for two "
                         "CPU contexts; default: GPU 0 if there is one, else the CPU")
-    p.add_argument('--data-root', default=d['data_root'])
+    p.add_argument('--data-root', default=d['data_root'], required=d['data_root'] is None)
+    if dataset == 'folder':
+        p.add_argument('--image-suffix', default='.jpg',
+                       help='images are <split>/<name><suffix>, e.g. _sat.jpg')
+        p.add_argument('--label-suffix', default='.png',
+                       help='their labels are <split>/<name><suffix>, e.g. _mask.png')
     p.add_argument('--split', default=None, help='train, val, trainval, test '
                    '(default: train for --phase train, val for --phase val)')
     p.add_argument('--output', default=None, help='default: output/ for training, the '
@@ -54,6 +62,11 @@ def build_parser(dataset):
                    'weights file name, else %s)' % (d['model'], d['model']))
     p.add_argument('--weights', default=None, help='a .params file in the released format: '
                    'ImageNet weights to start from, or a checkpoint to resume/evaluate')
+    p.add_argument('--image-norm', choices=('imagenet', 'per-image'), default='imagenet',
+                   help="input normalisation: ImageNet mean/std, or per-image "
+                        "standardisation (TensorFlow's, the ResNet38 Watershed recipe)")
+    p.add_argument('--head', choices=('2conv', '1conv', 'bn-2conv'), default='2conv',
+                   help="ResNet-38 FCN head; 'bn-2conv': BatchNorm before conv6a (Watershed)")
     g = p.add_argument_group('training')
     g.add_argument('--batch-images', type=int, default=16)
     g.add_argument('--crop-size', type=int, default=d['crop_size'])
@@ -78,9 +91,14 @@ def build_parser(dataset):
                    help='1: keep encoded images in memory (default: on for training)')
     g.add_argument('--backward-do-mirror', action='store_true',
                    help='save memory by recomputing network segments in the backward pass')
-    g.add_argument('--bn-stats', choices=('frozen', 'batch'), default='frozen',
-                   help="BatchNorm statistics: 'frozen' (the authors' fine-tuning recipe) or "
-                        "'batch' (learned; for training from scratch)")
+    g.add_argument('--bn-stats', choices=('frozen', 'batch', 'frozen-backbone'),
+                   default='frozen',
+                   help="BatchNorm statistics: 'frozen' (the authors' fine-tuning recipe), "
+                        "'batch' (learned; for training from scratch) or 'frozen-backbone' "
+                        "(learned only in the head: the ResNet38 Watershed rule)")
+    g.add_argument('--loss', choices=('ohem', 'softmax'), default='ohem',
+                   help="'ohem': the authors' bootstrapped softmax (hard pixels); 'softmax': "
+                        "plain cross-entropy over all labelled pixels")
     g.add_argument('--seed', type=int, default=0)
     g.add_argument('--no-hybridize', dest='hybridize', action='store_false')
     t = p.add_argument_group('validation')
@@ -111,6 +129,9 @@ def make_config(dataset, argv=None):
         cfg.split = 'train' if cfg.phase == 'train' else 'val'
     if cfg.model is None:
         cfg.model = DATASET_DEFAULTS[dataset]['model']
+        if dataset == 'folder':
+            from .datasets import spec_from_config
+            cfg.model = cfg.model.replace('<C>', str(spec_from_config(cfg).classes))
         if cfg.weights is not None:
             try:
                 label, _ = zoo.label_from_weights(cfg.weights)
