@@ -222,7 +222,7 @@ class ResNet38FCN(HybridBlock):
 
     ``head='2conv'``: ``conv6a`` (3x3, dilation 12, bias) + ReLU, then ``linear{classes}``
     (3x3, dilation 12, bias); ``head='1conv'``: ``linear{classes}`` directly on ``relu7``;
-    ``head='bn-2conv'``: a BatchNorm ``bn6a`` on ``relu7`` before ``conv6a`` (the ResNet38
+    ``head='bn-2conv'``: a BatchNorm ``conv6a_bn`` on ``relu7`` before ``conv6a`` (the ResNet38
     Watershed semantic branch).
     ``forward(x)``: ``(N, 3, H, W)`` -> scores ``(N, classes, ceil(H/s), ceil(W/s))``.
     """
@@ -241,7 +241,7 @@ class ResNet38FCN(HybridBlock):
             if head == 'bn-2conv':
                 self.head.add(nn.BatchNorm(epsilon=BN_EPS, use_global_stats=freeze_bn,
                                            in_channels=self.features.out_channels,
-                                           prefix='bn6a_'))
+                                           prefix='conv6a_bn_'))
             if head in ('2conv', 'bn-2conv'):
                 self.head.add(_conv('conv6a', self.features.out_channels, head_channels, 3,
                                     dilation=head_dilation, use_bias=True))
@@ -251,7 +251,7 @@ class ResNet38FCN(HybridBlock):
                                 dilation=head_dilation, use_bias=True))
         self.feat_stride = self.features.feat_stride
         self.head_names = {'2conv': ('conv6a', 'linear%d' % classes),
-                           'bn-2conv': ('bn6a', 'conv6a', 'linear%d' % classes),
+                           'bn-2conv': ('conv6a_bn', 'conv6a', 'linear%d' % classes),
                            '1conv': ('linear%d' % classes,)}[head]
 
     def hybrid_forward(self, F, x):

@@ -33,9 +33,22 @@ def _ordered_params(blocks):
     return params
 
 
+def backbone_blocks(net):
+    """The blocks of ``net``'s ImageNet backbone, named by its class's ``BACKBONE``
+    (dotted attribute paths; a :class:`PaddedInput` wrapper is looked through)."""
+    net = getattr(net, 'inner', net)
+    blocks = []
+    for path in net.BACKBONE:
+        block = net
+        for attr in path.split('.'):
+            block = getattr(block, attr)
+        blocks.append(block)
+    return blocks
+
+
 def load_zoo_backbone(net, path, ctx, zoo_name):
     """Copy the feature layers of the model-zoo classifier ``zoo_name`` stored in ``path``
-    into ``net.backbone`` (a block or list of blocks). Returns the copied parameter names;
+    into the backbone of ``net`` (:func:`backbone_blocks`). Returns the copied parameter names;
     :class:`ParamsError` (one line, naming the file) if the file does not fit."""
     source_net = build_zoo_classifier(zoo_name)
     try:
@@ -44,18 +57,19 @@ def load_zoo_backbone(net, path, ctx, zoo_name):
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ParamsError('%s: not a Gluon model-zoo %s file (%s)' % (path, zoo_name, first)) \
             from None
-    blocks = net.backbone if isinstance(net.backbone, (list, tuple)) else [net.backbone]
-    targets = _ordered_params(blocks)
+    targets = _ordered_params(backbone_blocks(net))
     sources = [p for p in source_net.collect_params().values()
                if p.shape is not None and not p.name.startswith(source_net.prefix + 'dense')
                and not p.name.startswith(source_net.prefix + 'fc')]
     if len(sources) < len(targets):
         raise ParamsError('%s: %s has %d feature arrays, the backbone needs %d'
                           % (path, zoo_name, len(sources), len(targets)))
+    ctx = ctx if isinstance(ctx, (list, tuple)) else [ctx]
     for target, source in zip(targets, sources):
-        if tuple(target.shape) != tuple(source.shape):
+        if len(target.shape) != len(source.shape) or any(
+                t not in (0, s) for t, s in zip(target.shape, source.shape)):
             raise ParamsError('%s: shape mismatch for %s (from %s): file has %s, model '
                               'expects %s' % (path, target.name, source.name, source.shape,
                                               target.shape))
-        target.set_data(source.data())
+        target._load_init(source.data(), ctx)  # also completes a deferred shape
     return [p.name for p in targets]

@@ -36,6 +36,8 @@ class DeconvNet(HybridBlock):
     ``width_divisor`` > 1 narrows every layer (tests only; 1 is the published network).
     """
 
+    BACKBONE = ('stages',)
+
     def __init__(self, classes, width_divisor=1):
         super().__init__(prefix='')
         stages = scaled_stages(width_divisor)
@@ -84,5 +86,4 @@ def build(classes, width_divisor=1):
     inner = DeconvNet(classes, width_divisor)
     net = PaddedInput(inner, multiple=32, min_size=32 * FC6_KERNEL)
     net.classes, net.feat_stride, net.head_names = classes, 1, inner.head_names
-    net.backbone = inner.stages
     return net

@@ -31,6 +31,9 @@ def _broadcast_pooling_class():
 class DeepLabV3Scores(HybridBlock):
     """``(N, 3, H, W)``, H and W multiples of 8 -> scores ``(N, classes, H/8, W/8)``."""
 
+    BACKBONE = ('model.conv1', 'model.bn1', 'model.layer1', 'model.layer2', 'model.layer3',
+                'model.layer4')
+
     def __init__(self, classes, backbone='resnet101'):
         super().__init__(prefix='')
         from gluoncv.model_zoo import DeepLabV3
@@ -39,8 +42,6 @@ class DeepLabV3Scores(HybridBlock):
             self.model = DeepLabV3(classes, backbone=BACKBONES[backbone][0], aux=False,
                                    pretrained_base=False)
         self.model.head.aspp.concurent[-1].__class__ = _broadcast_pooling_class()
-        self.backbone_blocks = [self.model.conv1, self.model.bn1, self.model.layer1,
-                                self.model.layer2, self.model.layer3, self.model.layer4]
         self.head_names = (self.model.head.prefix.rstrip('_'),)
         self.zoo_classifier = BACKBONES[backbone][1]
 
@@ -51,5 +52,4 @@ class DeepLabV3Scores(HybridBlock):
 
 def build(classes, backbone='resnet101'):
     net = DeepLabV3Scores(classes, backbone)
-    net.backbone = net.backbone_blocks
     return net

@@ -3,7 +3,8 @@
 Layers: VGG16's 13 3x3 convolutions (pad 1) + ReLU with 2x2/2 max pools after each of
 the five stages; ``fc6`` 1x1 conv 512 -> 4096 + ReLU + Dropout 0.5; ``fc7`` 1x1 conv
 4096 -> 4096 + ReLU + Dropout 0.5; ``score_fr`` 1x1 conv 4096 -> C; ``upscore`` a 64x64
-transposed convolution, stride 32, no bias (bilinear at start, then learned).
+transposed convolution, stride 32, no bias (class-wise bilinear at start, then
+learned).
 
 ``upscore`` turns a ``(H/32, W/32)`` map into ``H + 32`` x ``W + 32`` pixels; the crop
 keeps rows/columns ``16 .. 16 + H``, which centres the 64-pixel kernel of each cell on
@@ -18,6 +19,22 @@ from .padding import PaddedInput
 from .vgg import scaled_stages, vgg16_stage
 
 UPSCORE_KERNEL, UPSCORE_STRIDE = 64, 32
+
+
+class ClassWiseBilinear(mx.init.Initializer):
+    """Bilinear upsampling of each class map on its own: the bilinear kernel on the
+    diagonal ``weight[c, c]``, zeros elsewhere (``mx.init.Bilinear`` mixes all classes)."""
+
+    def _init_weight(self, _, arr):
+        k = arr.shape[-1]
+        f = (k + 1) // 2
+        centre = (k - 1) / 2.0 if k % 2 else f - 0.5
+        taps = 1 - abs(mx.nd.arange(k) - centre) / f
+        kernel = mx.nd.dot(taps.reshape((k, 1)), taps.reshape((1, k)))
+        weight = mx.nd.zeros(arr.shape)
+        for c in range(min(arr.shape[0], arr.shape[1])):
+            weight[c, c] = kernel
+        arr[:] = weight
 HEAD_NAMES = ('fc6', 'fc7', 'score_fr', 'upscore')
 
 
@@ -26,6 +43,8 @@ class FCN32s(HybridBlock):
 
     ``width_divisor`` > 1 narrows every layer (tests only; 1 is the specified network).
     """
+
+    BACKBONE = ('encoder',)
 
     def __init__(self, classes, width_divisor=1, dropout=0.5):
         super().__init__(prefix='')
@@ -47,7 +66,7 @@ class FCN32s(HybridBlock):
                           nn.Conv2D(classes, 1, in_channels=fc, prefix='score_fr_'))
             self.upscore = nn.Conv2DTranspose(
                 classes, UPSCORE_KERNEL, strides=UPSCORE_STRIDE, use_bias=False,
-                in_channels=classes, weight_initializer=mx.init.Bilinear(), prefix='upscore_')
+                in_channels=classes, weight_initializer=ClassWiseBilinear(), prefix='upscore_')
 
     def hybrid_forward(self, F, x):
         up = self.upscore(self.head(self.encoder(x)))
@@ -60,5 +79,4 @@ def build(classes, width_divisor=1):
     """FCN32s for inputs of any size (padded to a multiple of 32): stride-1 scores."""
     net = PaddedInput(FCN32s(classes, width_divisor), multiple=32)
     net.classes, net.feat_stride, net.head_names = classes, 1, HEAD_NAMES
-    net.backbone = net.inner.encoder
     return net
