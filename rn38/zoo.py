@@ -238,6 +238,9 @@ def _init_family_model(net, pretrained, ctx):
     from .families.backbone import is_released_format, load_zoo_backbone
     # force: GluonCV initialises its head itself, on one device only
     net.initialize(new_layer_init(), ctx=ctx, force_reinit=True)
+    if any(0 in p.shape for p in net.collect_params().values()):
+        # GluonCV leaves some input channels to be inferred: one small forward fixes them
+        net(mx.nd.zeros((1, 3, 32, 32), ctx=ctx[0]))
     if pretrained is None:
         return net
     if not os.path.isfile(pretrained):
