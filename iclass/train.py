@@ -399,8 +399,8 @@ def train(cfg, logger=None):
 
     devices = _devices(cfg.gpus)
     mx.random.seed(cfg.seed)
-    same_model = cfg.weights is not None and \
-        zoo.label_from_weights(cfg.weights)[0] == label
+    # 0 = a start from other weights (e.g. a Gluon model-zoo ImageNet file, any name)
+    same_model = shared.resume_epoch(cfg.weights, label) > 0
     net = iclass.get_model(label, pretrained=cfg.weights, ctx=devices,
                            pool_style=cfg.pool_top_infer_style,
                            backbone_only=(cfg.weights is not None and not same_model))

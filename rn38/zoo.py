@@ -22,10 +22,11 @@ ModelSpec = namedtuple('ModelSpec', ['label', 'dataset', 'net_name', 'classes', 
 ModelSpec.__new__.__defaults__ = ('rna',)
 
 Family = namedtuple('Family', ['nets', 'strides', 'build', 'zoo_backbones', 'preprocessing',
-                               'description'])
+                               'description', 'tasks'])
+Family.__new__.__defaults__ = (('segmentation',),)
 Family.__doc__ = """One network family of the registry.
 
-nets: the ``<net>`` names of the labels; strides: ``{net: output strides}`` (scores at
+tasks: ``'segmentation'`` and/or ``'classification'``; nets: the ``<net>`` names of the labels; strides: ``{net: output strides}`` (scores at
 ``ceil(H / s)``; 1 = full resolution); build(net, classes, **options) -> an uninitialised
 network with ``classes``, ``feat_stride``, ``head_names``; zoo_backbones: ``{net: name of
 the Gluon/GluonCV ImageNet classifier}`` whose ``.params`` file ``--weights`` may give (the
@@ -49,10 +50,25 @@ def _build_deconvnet(net_name, classes, **options):
     return deconvnet.build(classes)
 
 
+def _build_gluon(net_name, classes, **options):
+    from .families import gluon_classifier
+    return gluon_classifier.build(net_name, classes)
+
+
+def _gluon_family():
+    from .families.gluon_classifier import label_net, zoo_names
+    names = zoo_names()
+    nets = tuple(label_net(n) for n in names)
+    return Family(nets, {n: (32,) for n in nets}, _build_gluon, dict(zip(nets, names)),
+                  'imagenet', 'Gluon model-zoo classifiers by name', ('classification',))
+
+
 FAMILIES = {
     'rna': Family(('a', 'a1', 'a-mini', 'a1-mini'),
                   {'a': (32,), 'a-mini': (32,), 'a1': (8, 16, 32), 'a1-mini': (8, 16, 32)},
-                  None, {}, 'imagenet', 'ResNet-38 (Wu, Shen, van den Hengel)'),
+                  None, {}, 'imagenet', 'ResNet-38 (Wu, Shen, van den Hengel)',
+                  ('segmentation', 'classification')),
+    'gluon': _gluon_family(),
     'fcn32s': Family(('vgg16',), {'vgg16': (1,)}, _build_fcn32s, {'vgg16': 'vgg16'},
                      'imagenet', 'FCN-32s, VGG16 encoder'),
     'deeplabv3': Family(('resnet101', 'resnet50'), {'resnet101': (8,), 'resnet50': (8,)},
@@ -79,7 +95,7 @@ SEGMENTATION = ('cityscapes_rna-a1_cls19_s8', 'cityscapes_rna-a1_cls19_s16',
 # One label per compared family (any dataset and class count build the same way).
 FAMILY_SEGMENTATION = ('cityscapes_fcn32s-vgg16_cls19', 'cityscapes_deeplabv3-resnet101_cls19',
                        'cityscapes_deconvnet-vgg16bn_cls19')
-REGISTERED = {'classification': CLASSIFICATION,
+REGISTERED = {'classification': CLASSIFICATION + ('ilsvrc-cls_gluon-resnet101-v1_cls1000',),
               'segmentation': SEGMENTATION + FAMILY_SEGMENTATION}
 
 _LABEL = re.compile(r'^(?P<dataset>[a-z0-9+-]+)_(?P<family>%s)-(?P<net>[a-z0-9-]+)'
@@ -109,12 +125,14 @@ def family_table(spec, task):
     if spec.net_name not in fam.nets:
         raise ValueError('unknown network %s-%s; known: %s' % (
             spec.family, spec.net_name, ', '.join('%s-%s' % (f, n) for f in sorted(FAMILIES)
-                                                  for n in FAMILIES[f].nets)))
+                                                  for n in FAMILIES[f].nets
+                                                  if task in FAMILIES[f].tasks)))
     if spec.feat_stride not in fam.strides[spec.net_name]:
         raise ValueError('%s-%s has no output stride %d; valid: %s' % (
             spec.family, spec.net_name, spec.feat_stride, list(fam.strides[spec.net_name])))
-    if task != 'segmentation':
-        raise ValueError('%s-%s is a segmentation network only' % (spec.family, spec.net_name))
+    if task not in fam.tasks:
+        raise ValueError('%s-%s is a %s network only' % (spec.family, spec.net_name,
+                                                           ' and '.join(fam.tasks)))
 
 
 def label_from_weights(path):

@@ -18,11 +18,17 @@ def test_registry_lists_every_family():
     message = str(err.value)
     for family, entry in zoo.FAMILIES.items():
         for net in entry.nets:
-            assert '%s-%s' % (family, net) in message
+            assert (('%s-%s' % (family, net)) in message) == ('segmentation' in entry.tasks)
+    with pytest.raises(ValueError) as err:
+        zoo.build_model('folder_gluon-resnet7-v1_cls5', 'classification')
+    for name in ('gluon-resnet101-v1', 'gluon-vgg16-bn', 'rna-a1'):
+        assert name in str(err.value)
+    with pytest.raises(ValueError, match='classification network only'):
+        zoo.build_model('folder_gluon-resnet101-v1_cls5', 'segmentation')
     for label in ('cityscapes_fcn32s-vgg16_cls19', 'cityscapes_deeplabv3-resnet101_cls19',
                   'cityscapes_deconvnet-vgg16bn_cls19', 'cityscapes_rna-a1_cls19_s8'):
         assert label in message
-    with pytest.raises(ValueError, match='families: deconvnet, deeplabv3, fcn32s, rna'):
+    with pytest.raises(ValueError, match='families: deconvnet, deeplabv3, fcn32s, gluon, rna'):
         issegm.get_model('cityscapes_segnet-vgg16_cls19')
     with pytest.raises(ValueError, match='no output stride 8'):
         issegm.get_model('voc_fcn32s-vgg16_cls21_s8')

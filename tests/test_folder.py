@@ -90,7 +90,8 @@ def _reference_miou(root, split, label_dir):
 @pytest.mark.parametrize('model, extra', [
     ('folder_rna-a1-mini_cls3_s8', ['--head', 'bn-2conv', '--bn-stats', 'frozen-backbone',
                                     '--image-norm', 'per-image']),
-    ('folder_fcn32s-vgg16_cls3', ['--loss', 'softmax', '--bn-stats', 'batch']),
+    pytest.param('folder_fcn32s-vgg16_cls3', ['--loss', 'softmax', '--bn-stats', 'batch'],
+                 marks=pytest.mark.slow),  # full-size VGG16: ~30 s
 ])
 def test_own_colour_masks_train_and_evaluate_end_to_end(tmp_path, model, extra):
     root = make_colour_folder(str(tmp_path / 'data'))
@@ -163,3 +164,55 @@ def test_index_labels_and_unknown_index(tmp_path):
                       '--no-progress'])
     assert code == 2 and 'Traceback' not in log and 'unknown label id 7' in log
     assert 'folder_rna-a1_cls2_s8' in log
+
+
+def _make_class_folders(root, seed=0):
+    rs = np.random.RandomState(seed)
+    for split, count in (('train', 4), ('val', 2)):
+        for c, name in enumerate(['cat', 'dog', 'eel']):
+            folder = os.path.join(root, split, name)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(count):
+                image = np.full((40, 48, 3), 40 + 80 * c, np.uint8) + \
+                    rs.randint(0, 30, (40, 48, 3)).astype(np.uint8)
+                Image.fromarray(image).save(os.path.join(folder, '%d.jpg' % i))
+
+
+def test_gluon_classifier_by_name_on_an_image_folder(tmp_path):
+    """``iclass/ilsvrc.py`` trains a Gluon model-zoo ResNet by name on an image folder,
+    starting from a model-zoo ImageNet ``.params`` file (made here: nothing downloaded),
+    and validates the checkpoint."""
+    from mxnet.gluon.model_zoo import vision
+    root = str(tmp_path / 'cls')
+    _make_class_folders(root)
+    source = vision.resnet18_v1(pretrained=False)
+    source.initialize(mx.init.Xavier())
+    source(mx.nd.zeros((1, 3, 32, 32)))
+    imagenet = str(tmp_path / 'resnet18_v1-imagenet.params')
+    source.save_parameters(imagenet)
+    out = str(tmp_path / 'out')
+    label = 'folder_gluon-resnet18-v1_cls3'
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'iclass', 'ilsvrc.py'), '--phase', 'train',
+         '--data-root', root, '--model', label, '--weights', imagenet, '--crop-size', '32',
+         '--batch-images', '4', '--to-epoch', '1', '--base-lr', '0', '--output', out,
+         '--no-progress'], capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr
+    checkpoint = os.path.join(out, label + '_ep-0001.params')
+    saved = mx.nd.load(checkpoint)
+    first_conv = [k for k in saved if k.endswith('conv0_weight')][0]
+    # lr 0: the backbone is exactly the ImageNet file's, the 3-class head is new
+    np.testing.assert_array_equal(saved[first_conv].asnumpy(),
+                                  source.features[0].weight.data().asnumpy())
+    head = [k for k in saved if k.endswith('dense0_weight')][0]
+    assert saved[head].shape == (3, 512)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'iclass', 'ilsvrc.py'), '--phase', 'val',
+         '--data-root', root, '--weights', checkpoint, '--test-scales', '32', '--no-progress'],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(out, label + '_ep-0001', 'results.json')) as f:
+        results = json.load(f)
+    assert results['images'] == 6 and results['model'] == label
+    assert round(results['top1_error'] * 6 / 100, 6) == int(round(results['top1_error'] * 6 / 100))
