@@ -200,6 +200,26 @@ def test_per_image_standardization_equals_the_formula():
                                rtol=1e-4, atol=1e-6)
 
 
+def _tensorflow_definition(image):
+    """TensorFlow 1's algorithm, step by step in float32 on an (H, W, C) image: the
+    variance as E[x^2] - E[x]^2 clipped at 0, the scale max(stddev, rsqrt(H*W*C))."""
+    x = image.astype(np.float32)
+    n = np.float32(x.size)
+    mean = x.mean(dtype=np.float32)
+    variance = max(np.float32(np.square(x).mean(dtype=np.float32) - np.square(mean)), 0)
+    scale = max(np.sqrt(np.float32(variance)), np.float32(1) / np.sqrt(n))
+    return (x - mean) / scale
+
+
+def test_per_image_standardization_equals_the_tensorflow_definition():
+    from issegm.image_norm import per_image_standardization
+    rs = np.random.RandomState(2)
+    for image in (rs.randint(0, 256, (24, 31, 3)).astype(np.uint8),
+                  np.full((5, 6, 3), 200, np.uint8)):
+        np.testing.assert_allclose(per_image_standardization(image),
+                                   _tensorflow_definition(image), rtol=1e-4, atol=1e-4)
+
+
 def test_per_image_standardization_equals_tensorflow():
     tf = pytest.importorskip('tensorflow')
     from issegm.image_norm import per_image_standardization

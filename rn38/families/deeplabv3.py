@@ -8,6 +8,8 @@ fixed at construction); our training samples labels at stride 8 and our evaluati
 resizes probabilities as for the other networks. GluonCV's image-pooling branch also
 resizes its 1x1 map to a fixed size; a bilinear resize of a 1x1 map is that value
 everywhere, so it is replaced by a broadcast to the feature map, the same for any size.
+GluonCV's lr x10 on its head is kept (the trainer's lr x2 on biases and betas replaces it
+for those).
 """
 from mxnet.gluon import HybridBlock
 
