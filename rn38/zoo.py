@@ -26,12 +26,13 @@ Family = namedtuple('Family', ['nets', 'strides', 'build', 'zoo_backbones', 'pre
 Family.__new__.__defaults__ = (('segmentation',),)
 Family.__doc__ = """One network family of the registry.
 
-tasks: ``'segmentation'`` and/or ``'classification'``; nets: the ``<net>`` names of the labels; strides: ``{net: output strides}`` (scores at
-``ceil(H / s)``; 1 = full resolution); build(net, classes, **options) -> an uninitialised
-network with ``classes``, ``feat_stride``, ``head_names``; zoo_backbones: ``{net: name of
-the Gluon/GluonCV ImageNet classifier}`` whose ``.params`` file ``--weights`` may give (the
-ResNet-38 family loads the authors' ImageNet files instead); preprocessing: the input
-normalisation the family expects (``'imagenet'`` mean/std of ``pixel / 255``).
+tasks: ``'segmentation'`` and/or ``'classification'``; nets: the ``<net>`` names of the
+labels; strides: ``{net: output strides}`` (scores at ``ceil(H / s)``; 1 = full
+resolution); build(net, classes, **options) -> an uninitialised network with ``classes``,
+``feat_stride``, ``head_names``; zoo_backbones: ``{net: name of the Gluon/GluonCV ImageNet
+classifier}`` whose ``.params`` file ``--weights`` may give (the ResNet-38 family loads the
+authors' ImageNet files instead); preprocessing: the input normalisation the family
+expects (``'imagenet'``: mean/std of ``pixel / 255``).
 """
 
 
