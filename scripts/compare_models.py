@@ -233,14 +233,21 @@ def main(argv=None):
     rows = []
     keys = args.rows.split(',')
     start = time.time()
+    nan = float('nan')
     for i, key in enumerate(keys):
         cmd = [sys.executable, os.path.abspath(__file__), '--child', key]
         if args.quick:
             cmd.append('--quick')
-        out, _ = _run(cmd, args.timeout, log)
-        row = json.loads(out.strip().splitlines()[-1])
-        row['miou'], row['train_s'] = train_and_score(key, args, data_root, log)
-        row['miou'] *= 100
+        row = {k: nan for k in ('params', 'gflops', 'forward_s', 'step_s', 'peak_mib',
+                                'miou', 'train_s')}
+        try:  # a failed row is reported as such; the others still run
+            out, _ = _run(cmd, args.timeout, log)
+            row.update(json.loads(out.strip().splitlines()[-1]))
+            row['miou'], row['train_s'] = train_and_score(key, args, data_root, log)
+            row['miou'] *= 100
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as err:
+            row['error'] = str(err).splitlines()[0]
+            print('row %s failed: %s' % (key, row['error']), file=sys.stderr, flush=True)
         row['name'], row['label'] = ROWS[key][0], ROWS[key][1]
         row['options'] = ' '.join(ROWS[key][2])
         row['params_m'] = row['params'] / 1e6
