@@ -201,7 +201,7 @@ def parse_args(argv=None):
     p.add_argument('--quick', action='store_true',
                    help='small shapes (forward 1x3x256x512, step crop 224) for a smoke run')
     p.add_argument('--epochs', type=int, default=1, help='training budget, epochs')
-    p.add_argument('--train-images', type=int, default=12)
+    p.add_argument('--train-images', type=int, default=8)
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--train-crop', type=int, default=224, help='crop of the demo training')
     p.add_argument('--base-lr', type=float, default=0.0016)
