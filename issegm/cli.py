@@ -62,9 +62,10 @@ def build_parser(dataset):
                    'weights file name, else %s)' % (d['model'], d['model']))
     p.add_argument('--weights', default=None, help='a .params file in the released format: '
                    'ImageNet weights to start from, or a checkpoint to resume/evaluate')
-    p.add_argument('--image-norm', choices=('imagenet', 'per-image'), default='imagenet',
+    p.add_argument('--image-norm', choices=('imagenet', 'per-image'), default=None,
                    help="input normalisation: ImageNet mean/std, or per-image "
-                        "standardisation (TensorFlow's, the ResNet38 Watershed recipe)")
+                        "standardisation (TensorFlow's, the ResNet38 Watershed recipe); "
+                        "default: the model family's (imagenet for every family)")
     p.add_argument('--head', choices=('2conv', '1conv', 'bn-2conv'), default='2conv',
                    help="ResNet-38 FCN head; 'bn-2conv': BatchNorm before conv6a (Watershed)")
     g = p.add_argument_group('training')
@@ -139,7 +140,9 @@ def make_config(dataset, argv=None):
                     cfg.model = label
             except ValueError:
                 pass
-    zoo.resolve_label(cfg.model, 'segmentation')
+    model_spec, _ = zoo.resolve_label(cfg.model, 'segmentation')
+    if cfg.image_norm is None:
+        cfg.image_norm = zoo.FAMILIES[model_spec.family].preprocessing
     if cfg.phase == 'val' and cfg.weights is None:
         raise SystemExit('--phase val needs --weights')
     if cfg.weights is not None and not os.path.isfile(cfg.weights):
