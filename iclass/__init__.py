@@ -1,4 +1,4 @@
-"""ImageNet classification with ResNet-38 Model A / A1."""
+"""ImageNet classification with ResNet-38 Model A / A1 and Gluon model-zoo networks by name."""
 from rn38 import zoo as _zoo
 
 REGISTERED = _zoo.REGISTERED['classification']

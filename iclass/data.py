@@ -305,8 +305,42 @@ class ImageListDataset:
         return self.transform(image, rng), np.int32(self.split_list.labels[index])
 
 
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.tif', '.tiff', '.webp')
+
+
+def folder_split(folder, classes=None):
+    """An image-folder split (``<folder>/<class name>/<image>``, one sub-folder per class,
+    classes numbered in sorted name order) as a :class:`SplitList`; ``lines`` are 1-based
+    positions in that order. DataError if the number of classes is not ``classes``."""
+    names = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    if not names:
+        raise DataError('%s: no class sub-folders (image-folder layout: <split>/<class>/<image>)'
+                        % folder)
+    if classes is not None and len(names) != classes:
+        raise DataError('%s: %d class sub-folders, the model has %d classes'
+                        % (folder, len(names), classes))
+    images, labels = [], []
+    for index, name in enumerate(names):
+        files = sorted(f for f in os.listdir(os.path.join(folder, name))
+                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise DataError('%s: class folder has no images' % os.path.join(folder, name))
+        images += [os.path.join(folder, name, f) for f in files]
+        labels += [index] * len(files)
+    split_list = SplitList(folder, images, labels, list(range(1, len(images) + 1)))
+    split_list.class_names = names
+    return split_list
+
+
 def load_split(data_root, split, dataset='ilsvrc-cls', classes=None, check=True):
-    """Locate, parse and (with ``check``) verify the images of a split: a SplitList."""
+    """Locate, parse and (with ``check``) verify the images of a split: a SplitList.
+
+    Without a list file, ``<data_root>/<split>/`` in the image-folder layout (one
+    sub-folder per class) is used: :func:`folder_split`.
+    """
+    folder = os.path.join(data_root, split)
+    if not os.path.isfile(os.path.join(data_root, split + '.lst')) and os.path.isdir(folder):
+        return folder_split(folder, classes)
     split_list = parse_split_file(locate_split(data_root, split, dataset), data_root, classes)
     if check:
         check_images(split_list)

@@ -508,9 +508,9 @@ def _train_locked(cfg, spec, from_epoch, stop_epoch, run_id, logger):
 
     devices = _devices(cfg.gpus)
     mx.random.seed(cfg.seed)
-    same_model = cfg.weights is not None and \
-        zoo.label_from_weights(cfg.weights)[0] == label
-    # another model's weights: the authors' allow_missing, every matching array is loaded
+    # 0 = a start from other weights (another label, a Gluon model-zoo ImageNet file):
+    # the authors' allow_missing, every matching array is loaded
+    same_model = shared.resume_epoch(cfg.weights, label) > 0
     net = iclass.get_model(label, pretrained=cfg.weights, ctx=devices,
                            pool_style=cfg.pool_top_infer_style,
                            allow_missing=cfg.weights is not None and not same_model)

@@ -1,4 +1,4 @@
-"""Semantic segmentation with the dilated ResNet-38 (Model A1) FCNs."""
+"""Semantic segmentation with the dilated ResNet-38 (Model A1) FCNs and the compared families."""
 from rn38 import zoo as _zoo
 
 REGISTERED = _zoo.REGISTERED['segmentation']

@@ -27,6 +27,9 @@ DATASET_DEFAULTS = {
     'ade20k': dict(model='ade20k_rna-a1_cls150_s8', origin_size=640, crop_size=500,
                    test_scales='500', test_flipping=True, test_steps=2,
                    data_root='data/ADEChallengeData2016'),
+    # Own data: the model's class count comes from <data root>/classes.yaml.
+    'folder': dict(model='folder_rna-a1_cls<C>_s8', origin_size=512, crop_size=320,
+                   test_scales='512', test_flipping=False, test_steps=1, data_root=None),
 }
 
 
@@ -58,12 +61,21 @@ def build_parser(dataset):
     p.add_argument('--gpus', default=None,
                    help="device ids, e.g. 0,1,2,3; 'cpu' (or empty) for the CPU, 'cpu:2' for two "
                         "CPU contexts; default: GPU 0 if there is one, else the CPU")
-    p.add_argument('--dataset', default=None, choices=DATASET_NAMES,
-                   help="dataset of the data (label encoding, folder layout) when it is not "
-                        "%s, e.g. coco to pre-train a VOC model; the model's classes must "
-                        "match it" % dataset)
-    p.add_argument('--data-root', default=None,
-                   help='default: %s (with --dataset D: data/D)' % d['data_root'])
+    if dataset != 'folder':
+        p.add_argument('--dataset', default=None,
+                       choices=[n for n in DATASET_NAMES if n != 'folder'],
+                       help="dataset of the data (label encoding, folder layout) when it is "
+                            "not %s, e.g. coco to pre-train a VOC model; the model's classes "
+                            "must match it" % dataset)
+        p.add_argument('--data-root', default=None,
+                       help='default: %s (with --dataset D: data/D)' % d['data_root'])
+    else:
+        p.add_argument('--data-root', required=True,
+                       help='the folder holding classes.yaml and one folder per split')
+        p.add_argument('--image-suffix', default='.jpg',
+                       help='images are <split>/<name><suffix>, e.g. _sat.jpg')
+        p.add_argument('--label-suffix', default='.png',
+                       help='their labels are <split>/<name><suffix>, e.g. _mask.png')
     p.add_argument('--split', default=None, help='train, val, trainval, test '
                    '(default: train for --phase train, val for --phase val)')
     p.add_argument('--output', default=None, help='default: output/ for training, the '
@@ -72,6 +84,12 @@ def build_parser(dataset):
                    'weights file name, else %s)' % (d['model'], d['model']))
     p.add_argument('--weights', default=None, help='a .params file in the released format: '
                    'ImageNet weights to start from, or a checkpoint to resume/evaluate')
+    p.add_argument('--image-norm', choices=('imagenet', 'per-image'), default=None,
+                   help="input normalisation: ImageNet mean/std, or per-image "
+                        "standardisation (TensorFlow's, the ResNet38 Watershed recipe); "
+                        "default: the model family's (imagenet for every family)")
+    p.add_argument('--head', choices=('2conv', '1conv', 'bn-2conv'), default='2conv',
+                   help="ResNet-38 FCN head; 'bn-2conv': BatchNorm before conv6a (Watershed)")
     g = p.add_argument_group('training')
     g.add_argument('--batch-images', type=int, default=16)
     g.add_argument('--crop-size', type=int, default=d['crop_size'])
@@ -105,9 +123,14 @@ def build_parser(dataset):
                    help='1: keep encoded images in memory (default: on for training)')
     g.add_argument('--backward-do-mirror', action='store_true',
                    help='save memory by recomputing network segments in the backward pass')
-    g.add_argument('--bn-stats', choices=('frozen', 'batch'), default='frozen',
-                   help="BatchNorm statistics: 'frozen' (the authors' fine-tuning recipe) or "
-                        "'batch' (learned; for training from scratch)")
+    g.add_argument('--bn-stats', choices=('frozen', 'batch', 'frozen-backbone'),
+                   default='frozen',
+                   help="BatchNorm statistics: 'frozen' (the authors' fine-tuning recipe), "
+                        "'batch' (learned; for training from scratch) or 'frozen-backbone' "
+                        "(learned only in the head: the ResNet38 Watershed rule)")
+    g.add_argument('--loss', choices=('ohem', 'softmax'), default='ohem',
+                   help="'ohem': the authors' bootstrapped softmax (hard pixels); 'softmax': "
+                        "plain cross-entropy over all labelled pixels")
     g.add_argument('--seed', type=int, default=0)
     g.add_argument('--no-hybridize', dest='hybridize', action='store_false')
     t = p.add_argument_group('validation')
@@ -137,7 +160,7 @@ def build_parser(dataset):
 def make_config(dataset, argv=None):
     """Parse ``argv`` into the run's config (a Namespace); derives what the user left out."""
     cfg = build_parser(dataset).parse_args(argv)
-    cfg.dataset = cfg.dataset or dataset
+    cfg.dataset = getattr(cfg, 'dataset', None) or dataset
     if cfg.data_root is None:
         cfg.data_root = DATASET_DEFAULTS.get(cfg.dataset, {}).get(
             'data_root', os.path.join('data', cfg.dataset))
@@ -147,6 +170,9 @@ def make_config(dataset, argv=None):
         cfg.split = 'train' if cfg.phase == 'train' else 'val'
     if cfg.model is None:
         cfg.model = DATASET_DEFAULTS[dataset]['model']
+        if dataset == 'folder':
+            from .datasets import spec_from_config
+            cfg.model = cfg.model.replace('<C>', str(spec_from_config(cfg).classes))
         if cfg.weights is not None:
             try:
                 label, _ = zoo.label_from_weights(cfg.weights)
@@ -155,13 +181,15 @@ def make_config(dataset, argv=None):
             except ValueError:
                 pass
     model_spec, _ = zoo.resolve_label(cfg.model, 'segmentation')
-    from .datasets import get_dataset_spec
-    data_classes = get_dataset_spec(cfg.dataset).classes
+    from .datasets import spec_from_config
+    data_classes = spec_from_config(cfg).classes
     if model_spec.classes != data_classes:
         raise ValueError('--model %s has %d classes but dataset %s has %d%s'
                          % (cfg.model, model_spec.classes, cfg.dataset, data_classes,
                             '' if cfg.dataset != dataset else
                             ' (--dataset D evaluates or trains on the data of dataset D)'))
+    if cfg.image_norm is None:
+        cfg.image_norm = zoo.FAMILIES[model_spec.family].preprocessing
     if cfg.phase == 'val' and cfg.weights is None:
         raise ValueError('--phase val needs --weights (the .params file to evaluate)')
     if cfg.weights is not None and not os.path.isfile(cfg.weights):

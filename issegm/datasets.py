@@ -21,7 +21,7 @@ from rn38.image import DataError, decode_image, read_file_bytes, read_image  # n
 
 IGNORE_LABEL = 255
 
-DATASET_NAMES = ('cityscapes', 'voc', 'ade20k', 'coco', 'pascal-context')
+DATASET_NAMES = ('cityscapes', 'voc', 'ade20k', 'coco', 'pascal-context', 'folder')
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm')
 
@@ -41,8 +41,11 @@ class DatasetSpec:
     """
 
     def __init__(self, name, class_names, label_to_train, train_to_label, palette,
-                 valid_raw_values, ignore_label=IGNORE_LABEL):
+                 valid_raw_values, ignore_label=IGNORE_LABEL, label_colors=None):
         self.name = name
+        # Own data with RGB label images: ``np.uint8[K, 3]``, colour k is raw value k.
+        self.label_colors = None if label_colors is None else \
+            np.asarray(label_colors, np.uint8).reshape(-1, 3)
         self.class_names = list(class_names)
         self.classes = len(self.class_names)
         self.ignore_label = ignore_label
@@ -173,13 +176,94 @@ def _pascal_context_spec():
                        set(range(classes)) | {IGNORE_LABEL})
 
 
-def get_dataset_spec(name):
-    """:class:`DatasetSpec` of a name in :data:`DATASET_NAMES`."""
+def folder_spec(data_root, image_suffix='.jpg', label_suffix='.png'):
+    """:class:`DatasetSpec` of own data described by ``<data_root>/classes.yaml``.
+
+    The file lists the label values in order, e.g.::
+
+        classes:
+          - {name: urban, color: [0, 255, 255]}
+          - {name: water, color: [0, 0, 255]}
+          - {name: unknown, color: [0, 0, 0], ignore: true}
+
+    Entry k is raw label value k (index labels: single-channel PNGs holding k) or, when
+    the entries have colours, the RGB colour of entry k in colour label images. Entries
+    with ``ignore: true`` are not classes (train id 255); the others are the classes, in
+    order. In index labels the value 255 is always accepted as ignore.
+    """
+    import yaml
+    path = os.path.join(data_root, 'classes.yaml')
+    if not os.path.isfile(path):
+        raise DataError('%s: classes file not found (own data needs classes.yaml listing '
+                        'the classes)' % path)
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise DataError('%s: not valid YAML (%s)' % (path, str(err).splitlines()[0])) from None
+    entries = doc.get('classes') if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries or len(entries) > 255:
+        raise DataError('%s: expected "classes:" with a list of 1..255 entries {name, color, '
+                        'ignore}' % path)
+    with_color = ['color' in e or 'colour' in e for e in entries if isinstance(e, dict)]
+    if len(with_color) != len(entries) or (any(with_color) and not all(with_color)):
+        raise DataError('%s: every class entry must be a mapping, all with a color or none'
+                        % path)
+    label_to_train = np.full(256, IGNORE_LABEL, np.uint8)
+    train_to_label = np.zeros(256, np.uint8)
+    palette = np.zeros((256, 3), np.uint8)
+    names, colors = [], []
+    for raw, entry in enumerate(entries):
+        color = entry.get('color', entry.get('colour'))
+        if color is not None:
+            if not (isinstance(color, (list, tuple)) and len(color) == 3 and
+                    all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
+                raise DataError('%s: class %d color must be [r, g, b] in 0..255, got %r'
+                                % (path, raw, color))
+            colors.append(color)
+        if entry.get('ignore'):
+            continue
+        train_id = len(names)
+        names.append(str(entry.get('name', 'class%d' % raw)))
+        label_to_train[raw] = train_id
+        train_to_label[train_id] = raw
+        palette[train_id] = color if color is not None else \
+            _gluoncv_palette(_voc_palette_list(), 256)[train_id]
+    if not names:
+        raise DataError('%s: every entry is ignored; no classes' % path)
+    if colors and len({tuple(c) for c in colors}) != len(colors):
+        raise DataError('%s: two entries have the same color' % path)
+    train_to_label[IGNORE_LABEL] = IGNORE_LABEL
+    valid = set(range(len(entries))) | (set() if colors else {IGNORE_LABEL})
+    spec = DatasetSpec('folder', names, label_to_train, train_to_label, palette, valid,
+                       label_colors=colors or None)
+    spec.image_suffix, spec.label_suffix = image_suffix, label_suffix
+    return spec
+
+
+def _voc_palette_list():
+    from gluoncv.utils.viz.segmentation import vocpallete
+    return vocpallete
+
+
+def get_dataset_spec(name, data_root=None, **folder_options):
+    """:class:`DatasetSpec` of a name in :data:`DATASET_NAMES` (``'folder'``: own data,
+    ``data_root`` holds ``classes.yaml``, see :func:`folder_spec`)."""
+    if name == 'folder':
+        return folder_spec(data_root, **folder_options)
     builders = {'cityscapes': _cityscapes_spec, 'voc': _voc_spec, 'ade20k': _ade20k_spec,
                 'coco': _coco_spec, 'pascal-context': _pascal_context_spec}
     if name not in builders:
         raise ValueError('unknown dataset %r; valid: %s' % (name, ', '.join(DATASET_NAMES)))
     return builders[name]()
+
+
+def spec_from_config(cfg):
+    """The dataset spec of an entry's config (``dataset``, ``data_root``, suffixes)."""
+    options = {}
+    if cfg.dataset == 'folder':
+        options = {'image_suffix': cfg.image_suffix, 'label_suffix': cfg.label_suffix}
+    return get_dataset_spec(cfg.dataset, cfg.data_root, **options)
 
 
 # ----------------------------------------------------------------------------- listing
@@ -269,6 +353,20 @@ def _ade20k_samples(data_root, split):
             for image in images]
 
 
+def _folder_samples(spec, data_root, split):
+    folder = os.path.join(data_root, split)
+    _require_dir(folder, 'split')
+    images = sorted(glob.glob(os.path.join(glob.escape(folder), '*' + spec.image_suffix)))
+    if not images:
+        raise DataError('%s: no images named *%s (see --image-suffix)'
+                        % (folder, spec.image_suffix))
+    samples = []
+    for image in images:
+        label = image[:-len(spec.image_suffix)] + spec.label_suffix
+        samples.append((image, label if os.path.isfile(label) or split != 'test' else None))
+    return samples
+
+
 def list_samples(spec, data_root, split):
     """``[(image_path, label_path or None), ...]`` of a split, in a fixed (sorted) order.
 
@@ -282,6 +380,8 @@ def list_samples(spec, data_root, split):
       ``SegmentationClass/<id>.png``.
     - ade20k (ADEChallengeData2016): ``images/<split>/*.jpg`` with
       ``annotations/<split>/*.png``; ``train``/``val`` mean ``training``/``validation``.
+    - folder (own data): ``<split>/<name><image_suffix>`` with
+      ``<split>/<name><label_suffix>``, e.g. ``train/0000_sat.jpg``, ``train/0000_mask.png``.
 
     Missing folders, empty splits and missing label files raise :class:`DataError`.
     """
@@ -296,6 +396,8 @@ def list_samples(spec, data_root, split):
         samples = _voc_samples(data_root, split)
     elif spec.name == 'ade20k':
         samples = _ade20k_samples(data_root, split)
+    elif spec.name == 'folder':
+        samples = _folder_samples(spec, data_root, split)
     else:
         raise ValueError('no folder layout known for dataset %r; put a %s.lst in %s'
                          % (spec.name, split, data_root))
@@ -307,6 +409,8 @@ def list_samples(spec, data_root, split):
 
 def decode_label(spec, buf, path, image_shape=None):
     """Encoded label PNG bytes -> ``np.uint8 (H, W)`` train ids; see :func:`read_label`."""
+    if spec.label_colors is not None:
+        return spec.label_to_train[_decode_color_label(spec, buf, path, image_shape)]
     try:
         with Image.open(io.BytesIO(buf)) as pil:
             if pil.mode not in ('L', 'P', 'I', 'I;16', 'I;16B', 'I;16L'):
@@ -337,6 +441,30 @@ def decode_label(spec, buf, path, image_shape=None):
             ' (and %d other unknown ids: %s)' % (unknown.size - 1,
                                                  ', '.join(map(str, unknown[1:6].tolist())))))
     return spec.label_to_train[raw]
+
+
+def _decode_color_label(spec, buf, path, image_shape):
+    """RGB label image -> ``np.uint8 (H, W)`` raw values (index of the colour in the spec);
+    a colour not in the spec is a DataError naming it."""
+    rgb = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+    if rgb is None:
+        raise DataError('%s: cannot read label (not a decodable image file)' % path)
+    rgb = rgb[:, :, ::-1]
+    if image_shape is not None and rgb.shape[:2] != tuple(image_shape[:2]):
+        raise DataError('%s: label is %dx%d but image is %dx%d'
+                        % ((path,) + rgb.shape[:2] + tuple(image_shape[:2])))
+    codes = (rgb[:, :, 0].astype(np.int32) << 16) | (rgb[:, :, 1].astype(np.int32) << 8) \
+        | rgb[:, :, 2]
+    table = spec.label_colors.astype(np.int32)
+    known = (table[:, 0] << 16) | (table[:, 1] << 8) | table[:, 2]
+    order = np.argsort(known)
+    pos = np.clip(np.searchsorted(known[order], codes), 0, len(known) - 1)
+    found = known[order][pos] == codes
+    if not found.all():
+        y, x = np.argwhere(~found)[0]
+        raise DataError('%s: unknown label colour (%d, %d, %d) at row %d, column %d (not in '
+                        'classes.yaml)' % ((path,) + tuple(int(v) for v in rgb[y, x]) + (y, x)))
+    return order[pos].astype(np.uint8)
 
 
 def read_label(spec, path, image_shape=None):

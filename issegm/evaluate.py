@@ -977,21 +977,25 @@ def run_val(cfg, logger=None):
     from rn38.params import load_params
     from rn38.parallel import parse_devices
     from rn38.train import save_config
-    from .datasets import get_dataset_spec, list_samples
+    from .datasets import list_samples, spec_from_config
     logger = logger or logging.getLogger(__name__)
-    spec = get_dataset_spec(cfg.dataset)
+    from .image_norm import make_predictor_class, mean_std
+    from .train import model_options
+    spec = spec_from_config(cfg)
     model = zoo.parse_label(cfg.model)
     if model.classes != spec.classes:
         raise ValueError('%s: model %s has %d classes, dataset %s has %d'
                          % (cfg.weights, cfg.model, model.classes, spec.name, spec.classes))
     ctx = parse_devices(cfg.gpus)
-    net = zoo.build_model(cfg.model, 'segmentation')
+    net = zoo.build_model(cfg.model, 'segmentation', **model_options(cfg))
     load_params(net, cfg.weights, ctx)
     net.hybridize(static_alloc=True)
-    predictor = SegPredictor(net, ctx, scales=cfg.test_scales, flip=cfg.test_flipping,
-                             test_steps=cfg.test_steps,
-                             pad_mode='stride' if spec.name == 'cityscapes' else 'scale',
-                             max_input_pixels=cfg.max_input_pixels)
+    image_norm = getattr(cfg, 'image_norm', 'imagenet')
+    mean, std = mean_std(image_norm)
+    predictor = make_predictor_class(image_norm)(
+        net, ctx, mean=mean, std=std, scales=cfg.test_scales, flip=cfg.test_flipping,
+        test_steps=cfg.test_steps, pad_mode='stride' if spec.name == 'cityscapes' else 'scale',
+        max_input_pixels=cfg.max_input_pixels)
     samples = list_samples(spec, cfg.data_root, cfg.split)
     out_dir = val_output_dir(cfg.output, cfg.weights, cfg.split)
     save_config(cfg, os.path.join(out_dir, 'config.yaml'))

@@ -17,7 +17,8 @@ from rn38.train import (LRSchedule, claim_output, fit, interrupted, load_trainer
                         make_trainer, resume_epoch, save_config, set_lr_wd_mults,
                         setup_logging)
 
-from .datasets import get_dataset_spec, list_samples
+from .datasets import list_samples, spec_from_config
+from .image_norm import PerImageTrainTransform, mean_std
 from .transforms import SegTrainDataset, SegTrainTransform
 
 IGNORE_LABEL = 255
@@ -74,13 +75,19 @@ def pixel_accuracy(scores, label, ignore_label=IGNORE_LABEL):
     return int(((pred == label) & valid).sum()), int(valid.sum())
 
 
+def model_options(cfg):
+    """Network options of the config for :func:`rn38.zoo.build_model` (ResNet-38 head)."""
+    return {'head': getattr(cfg, 'head', '2conv')} if zoo.parse_label(cfg.model).family == 'rna' \
+        else {}
+
+
 def train(cfg, logger=None):
     """Train ``cfg.model`` on ``cfg.data_root``/``cfg.split``; see issegm.cli for options.
 
     Returns the history dict of :func:`rn38.train.fit`.
     """
     spec_model = zoo.parse_label(cfg.model)
-    spec = get_dataset_spec(cfg.dataset)
+    spec = spec_from_config(cfg)
     if spec_model.classes != spec.classes:
         raise ValueError('model %s has %d classes but dataset %s has %d'
                          % (cfg.model, spec_model.classes, spec.name, spec.classes))
@@ -139,8 +146,12 @@ def _train_locked(cfg, spec, spec_model, from_epoch, run_id, logger):
         raise ValueError('--batch-images %d does not split evenly over %d devices'
                          % (cfg.batch_images, len(ctx)))
 
+    image_norm = getattr(cfg, 'image_norm', 'imagenet')
+    mean, std = mean_std(image_norm)
     transform = SegTrainTransform(cfg.crop_size, spec_model.feat_stride, cfg.origin_size,
-                                  cfg.scale_rate_range)
+                                  cfg.scale_rate_range, mean=mean, std=std)
+    if image_norm == 'per-image':
+        transform = PerImageTrainTransform(transform)
     samples = list_samples(spec, cfg.data_root, cfg.split)
     dataset = SegTrainDataset(spec, samples, transform, cache_images=cfg.cache_images)
     loader = BatchLoader(dataset, cfg.batch_images, shuffle=True, seed=cfg.seed,
@@ -155,7 +166,7 @@ def _train_locked(cfg, spec, spec_model, from_epoch, run_id, logger):
 
     mx.random.seed(cfg.seed)  # new layers' initial values
     net = zoo.get_model(cfg.model, 'segmentation', pretrained=cfg.weights, ctx=ctx,
-                        freeze_bn=cfg.bn_stats == 'frozen')
+                        bn_stats=cfg.bn_stats, **model_options(cfg))
     if net.load_report is not None:
         r = net.load_report
         logger.info('weights %s: %d arrays loaded, %d initialised anew (%s), %d ignored (%s)',
@@ -181,7 +192,9 @@ def _train_locked(cfg, spec, spec_model, from_epoch, run_id, logger):
                 from_epoch, stop_epoch, cfg.to_epoch, cfg.lr_type, cfg.base_lr, ctx,
                 cfg.kvstore, ', recomputing segments in backward' if cfg.backward_do_mirror
                 else '')
-    criterion = BootstrappedSoftmaxLoss()
+    # 'softmax': a threshold of 1 keeps every labelled pixel (plain cross-entropy)
+    criterion = BootstrappedSoftmaxLoss() if getattr(cfg, 'loss', 'ohem') == 'ohem' \
+        else BootstrappedSoftmaxLoss(thresh=1.0, min_kept=0)
     try:
         return fit(net, loader, trainer, ctx, criterion, pixel_accuracy, schedule,
                    label=cfg.model, out_dir=cfg.output, from_epoch=from_epoch,

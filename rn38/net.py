@@ -231,12 +231,14 @@ class ResNet38FCN(HybridBlock):
     """Dilated FCN: backbone, then the head.
 
     ``head='2conv'``: ``conv6a`` (3x3, dilation 12, bias) + ReLU, then ``linear{classes}``
-    (3x3, dilation 12, bias); ``head='1conv'``: ``linear{classes}`` directly on ``relu7``.
+    (3x3, dilation 12, bias); ``head='1conv'``: ``linear{classes}`` directly on ``relu7``;
+    ``head='bn-2conv'``: a BatchNorm ``conv6a_bn`` on ``relu7`` before ``conv6a`` (the ResNet38
+    Watershed semantic branch).
     ``forward(x)``: ``(N, 3, H, W)`` -> scores ``(N, classes, ceil(H/s), ceil(W/s))``
     (Model A: with ``pool_pad=1``; pad 0 floors at each 3x3/2 pool).
     """
 
-    HEADS = ('2conv', '1conv')
+    HEADS = ('2conv', '1conv', 'bn-2conv')
 
     def __init__(self, table, classes, head='2conv', head_channels=512, head_dilation=12,
                  freeze_bn=False, pool_pad=0, **kwargs):
@@ -247,16 +249,21 @@ class ResNet38FCN(HybridBlock):
         with self.name_scope():
             self.features = ResNet38Features(table, pool_pad, freeze_bn)
             self.head = nn.HybridSequential(prefix='')
-            if head == '2conv':
+            if head == 'bn-2conv':
+                self.head.add(nn.BatchNorm(epsilon=BN_EPS, use_global_stats=freeze_bn,
+                                           in_channels=self.features.out_channels,
+                                           prefix='conv6a_bn_'))
+            if head in ('2conv', 'bn-2conv'):
                 self.head.add(_conv('conv6a', self.features.out_channels, head_channels, 3,
                                     dilation=head_dilation, use_bias=True))
                 self.head.add(nn.Activation('relu'))
-            self.head.add(_conv('linear%d' % classes, head_channels if head == '2conv' else
-                                self.features.out_channels, classes, 3,
+            self.head.add(_conv('linear%d' % classes, self.features.out_channels
+                                if head == '1conv' else head_channels, classes, 3,
                                 dilation=head_dilation, use_bias=True))
         self.feat_stride = self.features.feat_stride
-        self.head_names = ('conv6a', 'linear%d' % classes) if head == '2conv' \
-            else ('linear%d' % classes,)
+        self.head_names = {'2conv': ('conv6a', 'linear%d' % classes),
+                           'bn-2conv': ('conv6a_bn', 'conv6a', 'linear%d' % classes),
+                           '1conv': ('linear%d' % classes,)}[head]
 
     def hybrid_forward(self, F, x):
         return self.head(self.features(x))
