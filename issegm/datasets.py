@@ -446,10 +446,7 @@ def decode_label(spec, buf, path, image_shape=None):
 def _decode_color_label(spec, buf, path, image_shape):
     """RGB label image -> ``np.uint8 (H, W)`` raw values (index of the colour in the spec);
     a colour not in the spec is a DataError naming it."""
-    rgb = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
-    if rgb is None:
-        raise DataError('%s: cannot read label (not a decodable image file)' % path)
-    rgb = rgb[:, :, ::-1]
+    rgb = decode_image(buf, path)
     if image_shape is not None and rgb.shape[:2] != tuple(image_shape[:2]):
         raise DataError('%s: label is %dx%d but image is %dx%d'
                         % ((path,) + rgb.shape[:2] + tuple(image_shape[:2])))

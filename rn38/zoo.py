@@ -363,6 +363,6 @@ def _init_family_model(net, pretrained, ctx):
     loaded = load_zoo_backbone(net, pretrained, ctx, zoo_name)
     from .params import released_key
     loaded_keys = sorted(released_key(n) for n in loaded)
-    net.load_report = {'loaded': loaded_keys, 'ignored': [], 'skipped': sorted(
+    net.load_report = {'loaded': loaded_keys, 'ignored': [], 'mismatched': [], 'skipped': sorted(
         released_key(n) for n in net.collect_params() if n not in set(loaded))}
     return net
