@@ -116,7 +116,7 @@ def segmentation_validator(cfg, logger):
     import argparse
     import shutil
     from .evaluate import run_val, val_output_dir
-    held_out = list_samples(get_dataset_spec(cfg.dataset), cfg.data_root, cfg.val_split)
+    held_out = list_samples(spec_from_config(cfg), cfg.data_root, cfg.val_split)
     if not any(label for _, label in held_out):  # checked before the first epoch
         raise ValueError('--val-every: split %s of %s has no ground truth to score'
                          % (cfg.val_split, cfg.data_root))
