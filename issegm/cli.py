@@ -144,6 +144,10 @@ def make_config(dataset, argv=None):
             ('' if cfg.split == 'val' else '_' + cfg.split)
         cfg.log_file = os.path.join(cfg.output, name + '.log')
     cfg.test_scales = [int(s) for s in str(cfg.test_scales).split(',') if s.strip()]
+    if cfg.phase == 'val' and cfg.dtype != 'float32':  # before any work: one-line errors
+        from rn38.lowprec import check_dtype
+        from rn38.parallel import parse_devices
+        cfg.dtype = check_dtype(cfg.dtype, parse_devices(cfg.gpus))
     return cfg
 
 

@@ -65,6 +65,7 @@ import math
 import os
 import threading
 import time
+import warnings
 
 import cv2
 import mxnet as mx
@@ -229,9 +230,20 @@ class SegPredictor:
         self.reset_timings()
 
     def on_device(self, index):
-        """A predictor running on ``self.ctx[index]``, sharing the net and the timings."""
+        """A predictor running on ``self.ctx[index]``, sharing the parameters and the
+        timings. Its network is a graph of its own over the same parameters, so that
+        threads running different devices share no block state (Gluon's is not
+        thread-safe); call this from one thread."""
         other = copy.copy(self)
         other.ctx = [self.ctx[index]]
+        if self.max_input_pixels is not None:
+            other._tile_margin = self.tile_margin  # needs the layers of the original net
+        data = mx.sym.var('data')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            other.net = mx.gluon.SymbolBlock(self.net(data), data,
+                                             params=self.net.collect_params())
+        other.net.hybridize(static_alloc=True)
         return other
 
     def _add_time(self, key, seconds, forwards=0):
