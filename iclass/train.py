@@ -228,6 +228,8 @@ def cache_path(save_dir, scale, cfg):
         name += '_pool-' + cfg.pool_top_infer_style
     if cfg.dtype != 'float32':
         name += '_' + cfg.dtype
+    if cfg.dtype == 'int8':
+        name += '_%s%d' % (cfg.calib_mode, cfg.calib_images)
     return os.path.join(save_dir, name + '.npz')
 
 

@@ -921,8 +921,9 @@ def run_val(cfg, logger=None):
                              max_input_pixels=cfg.max_input_pixels, tile_margin=tile_margin)
     samples = list_samples(spec, cfg.data_root, cfg.split)
     out_dir = val_output_dir(cfg.output, cfg.weights, cfg.split)
-    if getattr(cfg, 'dtype', 'float32') != 'float32':
-        out_dir += '_' + cfg.dtype
+    if getattr(cfg, 'dtype', 'float32') != 'float32':  # results of another dtype: own folder
+        out_dir += '_' + cfg.dtype + ('_%s%d' % (cfg.calib_mode, cfg.calib_images)
+                                      if cfg.dtype == 'int8' else '')
     save_config(cfg, os.path.join(out_dir, 'config.yaml'))
     logger.info('evaluating %s on %d images of %s/%s with %s; results in %s', cfg.weights,
                 len(samples), cfg.data_root, cfg.split, predictor.describe(), out_dir)

@@ -72,7 +72,7 @@ def test_val_dtypes_agree_with_float32(demo, tmp_path):
     reference = _labels(val_output_dir(str(tmp_path), weights, 'val'))
     assert _val(root, weights, tmp_path, '--gpus', 'cpu', '--dtype', 'int8',
                 '--calib-images', '2', '--calib-mode', 'naive') == 0
-    int8_dir = val_output_dir(str(tmp_path), weights, 'val') + '_int8'
+    int8_dir = val_output_dir(str(tmp_path), weights, 'val') + '_int8_naive2'
     int8 = _labels(int8_dir)
     assert 0.85 <= _agreement(int8, reference) < 1.0  # close, but really int8
     config = open(os.path.join(int8_dir, 'config.yaml')).read()
