@@ -194,3 +194,34 @@ def test_tiles_batched_equal_one_at_a_time():
     np.testing.assert_array_equal(out8, out1)
     assert batched.timings['forwards'] == single.timings['forwards'] == 15
     np.testing.assert_allclose(out8, whole, rtol=1e-4, atol=1e-6)
+
+
+def test_ilsvrc_val_dtypes(tmp_path):
+    """iclass/ilsvrc.py --phase val --dtype: int8 calibrates on the train list, writes its
+    own prediction cache, and its probabilities stay close to float32's."""
+    import iclass
+    from iclass import train as cls_train
+    from iclass.ilsvrc import main as cls_main
+    from make_imagenet import make_imagenet
+    root = str(tmp_path / 'imagenet')
+    make_imagenet(root, classes=5, per_class=2, val_per_class=2)
+    label = 'demo-cls_rna-a1-mini_cls5'
+    net = iclass.get_model(label)
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    load_params(net, {k: mx.nd.array(v) for k, v in synthetic_arrays(net_entries(net)).items()})
+    weights = str(tmp_path / ('%s_ep-0001.params' % label))
+    save_params(net, weights)
+    probs = {}
+    for dtype in ('float32', 'int8'):
+        cls_main(['--phase', 'val', '--data-root', root, '--weights', weights,
+                  '--test-scales', '40', '--output', str(tmp_path / 'out'), '--no-progress',
+                  '--dtype', dtype, '--calib-images', '3', '--calib-mode', 'naive'])
+        cfg = cls_train.Config(weights=weights, output=str(tmp_path / 'out'), split='val',
+                               dtype=dtype, calib_images=3, calib_mode='naive')
+        path = cls_train.cache_path(cls_train.val_save_dir(cfg), 40, cfg)
+        with np.load(path) as f:
+            probs[dtype] = f['probs']
+    assert os.path.basename(path) == 'preds_s40_int8_naive3.npz'
+    assert [n for n in os.listdir(str(tmp_path)) if '.int8-' in n and n.endswith('.params')]
+    assert not np.array_equal(probs['int8'], probs['float32'])
+    np.testing.assert_allclose(probs['int8'], probs['float32'], atol=0.05)
