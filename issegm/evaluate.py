@@ -181,8 +181,9 @@ class SegPredictor:
     tile_size: core size of a tile, pixels (int or (h, w)), rounded down to s.
     tile_margin: context added on each side of a core, pixels, rounded up to s; None =
         :func:`receptive_radius` of the net (exact tiling).
-    tile_batch: windows of the same size run together, up to this many per forward
-        (the results equal one window at a time exactly).
+    tile_batch: windows of the same size run together, this many per forward; None:
+        as many as fit in ``max_input_pixels`` (at least one), so the memory bound the
+        user set still holds. The results equal one window at a time exactly.
 
     ``timings`` accumulates seconds: ``network`` (forward + softmax + copy to host),
     ``resize`` (image resizing + normalisation, resizing the maps back) and the count of
@@ -194,7 +195,7 @@ class SegPredictor:
     def __init__(self, net, ctx=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, scales=(None,),
                  flip=False, test_steps=1, pad_mode='stride', max_input_pixels=None,
                  tile_size=512, tile_margin=None, feat_stride=None, num_classes=None,
-                 tile_batch=4):
+                 tile_batch=None):
         self.net = net
         ctx = ctx if ctx is not None else mx.cpu()
         self.ctx = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
@@ -224,7 +225,7 @@ class SegPredictor:
         th, tw = (tile_size, tile_size) if np.isscalar(tile_size) else tile_size
         self.tile_size = (max(s, int(th) // s * s), max(s, int(tw) // s * s))
         self._tile_margin = tile_margin
-        self.tile_batch = max(1, int(tile_batch))
+        self.tile_batch = None if tile_batch is None else max(1, int(tile_batch))
         self._timing_lock = threading.Lock()
         self.timings = {}
         self.reset_timings()
@@ -309,9 +310,10 @@ class SegPredictor:
                 wx0, wx1 = max(0, x0 - margin), min(w, x1 + margin)
                 by_shape.setdefault((wy1 - wy0, wx1 - wx0), []).append(
                     ((wy0, wy1, wx0, wx1), (y0, y1, x0, x1)))
-        for tiles in by_shape.values():
-            for i in range(0, len(tiles), self.tile_batch):
-                group = tiles[i:i + self.tile_batch]
+        for (wh, ww), tiles in by_shape.items():
+            batch = self.tile_batch or max(1, self.max_input_pixels // (wh * ww))
+            for i in range(0, len(tiles), batch):
+                group = tiles[i:i + batch]
                 probs = self._run(np.stack([x[:, wy0:wy1, wx0:wx1]
                                             for (wy0, wy1, wx0, wx1), _ in group]))
                 for p, ((wy0, _, wx0, _), (y0, y1, x0, x1)) in zip(probs, group):

@@ -225,3 +225,18 @@ def test_ilsvrc_val_dtypes(tmp_path):
     assert [n for n in os.listdir(str(tmp_path)) if '.int8-' in n and n.endswith('.params')]
     assert not np.array_equal(probs['int8'], probs['float32'])
     np.testing.assert_allclose(probs['int8'], probs['float32'], atol=0.05)
+
+
+def test_tiles_batched_within_the_pixel_budget():
+    """By default as many equal windows per forward as fit in max_input_pixels."""
+    net = issegm.get_model(MINI)
+    net.hybridize(static_alloc=True)
+    x = np.random.RandomState(2).uniform(-2, 2, (3, 96, 160)).astype(np.float32)
+    kw = dict(max_input_pixels=10000, tile_size=32, tile_margin=16)
+    batched, single = SegPredictor(net, **kw), SegPredictor(net, tile_batch=1, **kw)
+    calls = []
+    run = batched._run
+    batched._run = lambda windows: calls.append(windows.shape) or run(windows)
+    np.testing.assert_array_equal(batched.forward_probs(x), single.forward_probs(x))
+    assert max(n * h * w for n, _, h, w in calls) <= 10000
+    assert max(n for n, _, _, _ in calls) > 1 and sum(n for n, _, _, _ in calls) == 15
