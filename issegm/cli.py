@@ -147,7 +147,9 @@ def make_config(dataset, argv=None):
     if cfg.phase == 'val' and cfg.dtype != 'float32':  # before any work: one-line errors
         from rn38.lowprec import check_dtype
         from rn38.parallel import parse_devices
-        cfg.dtype = check_dtype(cfg.dtype, parse_devices(cfg.gpus))
+        import logging
+        cfg.dtype = check_dtype(cfg.dtype, parse_devices(cfg.gpus), logger=logging.getLogger(
+            'issegm.cli'))
     return cfg
 
 

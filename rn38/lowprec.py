@@ -58,13 +58,12 @@ def _on_gpu(ctx_list):
 
 def check_dtype(dtype, ctx_list, flags=None, logger=None):
     """The dtype to run for a request: ``dtype`` itself, or ``'float32'`` with a warning
-    (bfloat16 on a CPU without ``avx512_bf16``). Raises :class:`LowPrecisionError` for
-    what cannot run: an unknown dtype, int8 or bfloat16 on a GPU context, either without
-    oneDNN in the MXNet build.
+    (bfloat16 on a CPU without ``avx512_bf16``; to ``logger`` if given, else a Python
+    warning). Raises :class:`LowPrecisionError` for what cannot run: an unknown dtype,
+    int8 or bfloat16 on a GPU context, either without oneDNN in the MXNet build.
 
     flags: CPU flags (default: :func:`cpu_flags`).
     """
-    logger = logger or logging.getLogger(__name__)
     if dtype not in DTYPES:
         raise LowPrecisionError('--dtype %r: valid are %s' % (dtype, ', '.join(DTYPES)))
     if dtype == 'float32':
@@ -80,12 +79,15 @@ def check_dtype(dtype, ctx_list, flags=None, logger=None):
     if dtype == 'bfloat16' and 'avx512_bf16' not in flags:
         message = ('--dtype bfloat16: this CPU has no avx512_bf16 instructions (would be '
                    'emulated, slower); running float32 instead')
-        warnings.warn(message)
-        logger.warning(message)
+        if logger is None:
+            warnings.warn(message)
+        else:
+            logger.warning(message)
         return 'float32'
     if dtype == 'int8' and 'avx512_vnni' not in flags:
-        logger.warning('--dtype int8: this CPU has no avx512_vnni instructions; int8 runs '
-                       'but gains less speed')
+        (logger or logging.getLogger(__name__)).warning(
+            '--dtype int8: this CPU has no avx512_vnni instructions; int8 runs but gains '
+            'less speed')
     return dtype
 
 
