@@ -9,6 +9,8 @@ dataset, whose class names and colours are used. For each input image ``<name>``
 output folder gets ``labels/<name>.png`` (raw label ids of the dataset, e.g. Cityscapes
 labelIds), ``color/<name>.png`` and ``overlay/<name>.png``; a folder input is searched
 recursively and its sub-folders are kept. Also ``config.yaml`` and ``predict.log``.
+``--gpus 0,1`` (or ``cpu:2``) spreads the images over the devices; ``--dtype bfloat16|int8``
+runs the network in lower precision on the CPU (see ``rn38/lowprec.py``).
 """
 import argparse
 import os
