@@ -150,6 +150,8 @@ def make_config(dataset, argv=None):
         import logging
         cfg.dtype = check_dtype(cfg.dtype, parse_devices(cfg.gpus), logger=logging.getLogger(
             'issegm.cli'))
+        if cfg.dtype == 'int8' and cfg.calib_images < 1:
+            raise ValueError('--calib-images must be at least 1 for --dtype int8')
     return cfg
 
 
