@@ -78,6 +78,14 @@ def build_parser():
                         'get_model default) or same (pad 1)')
     g.add_argument('--cache-dtype', choices=('float32', 'float16'), default='float32',
                    help='dtype of the per-scale prediction cache')
+    g.add_argument('--dtype', choices=('float32', 'bfloat16', 'int8'), default='float32',
+                   help='inference precision (CPU, oneDNN): bfloat16 needs avx512_bf16; int8 '
+                        'calibrates on --calib-images training images once and caches the '
+                        'quantized graph next to --weights')
+    g.add_argument('--calib-images', type=int, default=10,
+                   help='training images (of the train list) for the int8 calibration')
+    g.add_argument('--calib-mode', choices=('entropy', 'naive'), default='entropy',
+                   help='int8 ranges: minimal KL divergence (entropy) or min/max (naive)')
     g = p.add_argument_group('training')
     g.add_argument('--crop-size', type=int, default=224)
     g.add_argument('--lr-type', choices=('fixed', 'step', 'linear'), default='fixed')
@@ -126,6 +134,7 @@ def config_from_args(args):
         choose_interp_method=(args.phase == 'train' if args.choose_interp_method is None
                               else args.choose_interp_method),
         pool_top_infer_style=args.pool_top_infer_style, cache_dtype=args.cache_dtype,
+        dtype=args.dtype, calib_images=args.calib_images, calib_mode=args.calib_mode,
         crop_size=args.crop_size, lr_type=args.lr_type, base_lr=args.base_lr,
         lr_steps=tuple(int(s) for s in args.lr_steps.split(',') if s.strip()),
         lr_factor=args.lr_factor, momentum=args.momentum, wd=args.wd,

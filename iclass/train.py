@@ -47,6 +47,9 @@ class Config:
     choose_interp_method: bool = True
     pool_top_infer_style: Optional[str] = None
     cache_dtype: str = 'float32'
+    dtype: str = 'float32'
+    calib_images: int = 10
+    calib_mode: str = 'entropy'
     # training
     crop_size: int = 224
     lr_type: str = 'fixed'
@@ -233,6 +236,10 @@ def cache_path(save_dir, scale, cfg):
         name += '_bicubic'
     if eval_pool_style(cfg.pool_top_infer_style, cfg.weights) == 'caffe':
         name += '_pool-caffe'
+    if cfg.dtype != 'float32':
+        name += '_' + cfg.dtype
+    if cfg.dtype == 'int8':
+        name += '_%s%d' % (cfg.calib_mode, cfg.calib_images)
     return os.path.join(save_dir, name + '.npz')
 
 
@@ -359,6 +366,8 @@ def validate(cfg, logger=None):
     weights_sha256 = sha256sum(cfg.weights)
     labels = np.asarray(split_list.labels)
     devices = _devices(cfg.gpus)
+    from rn38.lowprec import check_dtype
+    cfg.dtype = check_dtype(cfg.dtype, devices, logger=logger)
     net = None
     per_scale, preds = {}, []
     for scale in scales:
@@ -371,7 +380,7 @@ def validate(cfg, logger=None):
             if os.path.exists(path):
                 logger.info('scale %d: %s not reused: %s; recomputing', scale, path, why)
             if net is None:
-                net = _build_eval_net(cfg, spec, devices)
+                net = _build_eval_net(cfg, spec, devices, scales[0], logger)
             probs = predict_scale(net, split_list, scale, cfg, devices, spec.classes,
                                   cfg.progress, logger)
             save_cached(path, probs, key, cfg.cache_dtype)
@@ -385,6 +394,7 @@ def validate(cfg, logger=None):
                'weights_sha256': weights_sha256,
                'split': cfg.split, 'list': split_list.path, 'images': len(split_list),
                'scales': scales, 'flipping': cfg.test_flipping, 'three_crops': cfg.test_3crops,
+               'dtype': cfg.dtype,
                'per_scale': per_scale, 'top1_error': combined['top1_error'],
                'top5_error': combined['top5_error']}
     write_json(results, os.path.join(save_dir, 'results.json'))
@@ -420,11 +430,36 @@ def train_pool_style(requested, weights, resuming):
     return recorded or 'same'
 
 
-def _build_eval_net(cfg, spec, devices):
+def calibration_inputs(cfg, spec, scale):
+    """int8 calibration batches: ``cfg.calib_images`` images spread over the ``train``
+    list, preprocessed as validation at ``scale`` (centre crop), each ``(1, 3, s, s)``."""
+    train_list = cls_data.load_split(cfg.data_root, 'train', cfg.dataset or spec.dataset,
+                                     spec.classes)
+    transform = cls_data.EvalTransform(scale, False, cfg.choose_interp_method)
+    dataset = cls_data.ImageListDataset(train_list, transform)
+    step = max(1, len(dataset) // cfg.calib_images)
+    indices = list(range(0, len(dataset), step))[:cfg.calib_images]
+    names = [os.path.basename(train_list.images[i]) for i in indices]
+    return names, lambda: [dataset[i][0][:1] for i in indices]
+
+
+def _build_eval_net(cfg, spec, devices, scale=224, logger=None):
     import iclass
+    from rn38 import lowprec
     net = iclass.get_model(spec.label, pretrained=cfg.weights, ctx=devices,
                            pool_style=cfg.pool_top_infer_style)
     net.hybridize(static_alloc=True)
+    if cfg.dtype == 'int8':
+        if cfg.calib_images < 1:
+            raise ValueError('--calib-images must be at least 1 for --dtype int8')
+        names, batches = calibration_inputs(cfg, spec, scale)
+        settings = {'calib_images': names, 'calib_scale': scale, 'model': spec.label,
+                    'choose_interp_method': cfg.choose_interp_method,
+                    'pool_top_infer_style': cfg.pool_top_infer_style}
+        net, cfg.dtype = lowprec.lower_precision(net, 'int8', devices, batches, cfg.calib_mode,
+                                                 cfg.weights, settings, logger)
+    elif cfg.dtype != 'float32':
+        net, cfg.dtype = lowprec.lower_precision(net, cfg.dtype, devices, logger=logger)
     return net
 
 

@@ -151,6 +151,14 @@ def build_parser(dataset):
     t.add_argument('--no-save-results', dest='save_results', action='store_false')
     t.add_argument('--no-official-eval', dest='official_eval', action='store_false',
                    help='skip the cityscapesscripts evaluation')
+    t.add_argument('--dtype', choices=('float32', 'bfloat16', 'int8'), default='float32',
+                   help='inference precision (CPU, oneDNN): bfloat16 needs avx512_bf16; int8 '
+                        'calibrates on --calib-images training images once and caches the '
+                        'quantized graph next to --weights')
+    t.add_argument('--calib-images', type=int, default=10,
+                   help='training images for the int8 calibration')
+    t.add_argument('--calib-mode', choices=('entropy', 'naive'), default='entropy',
+                   help='int8 ranges: minimal KL divergence (entropy) or min/max (naive)')
     p.add_argument('--log-file', default=None)
     p.add_argument('--debug', action='store_true', help='NaiveEngine and debug logging')
     p.add_argument('--no-progress', dest='progress', action='store_false')
@@ -222,6 +230,14 @@ def make_config(dataset, argv=None):
             ('' if cfg.split == 'val' else '_' + cfg.split)
         cfg.log_file = os.path.join(cfg.output, name + '.log')
     cfg.test_scales = [int(s) for s in str(cfg.test_scales).split(',') if s.strip()]
+    if cfg.phase == 'val' and cfg.dtype != 'float32':  # before any work: one-line errors
+        from rn38.lowprec import check_dtype
+        from rn38.parallel import parse_devices
+        import logging
+        cfg.dtype = check_dtype(cfg.dtype, parse_devices(cfg.gpus), logger=logging.getLogger(
+            'issegm.cli'))
+        if cfg.dtype == 'int8' and cfg.calib_images < 1:
+            raise ValueError('--calib-images must be at least 1 for --dtype int8')
     return cfg
 
 

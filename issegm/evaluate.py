@@ -58,12 +58,15 @@ Beyond the original (their code asserts a single scale):
 
 Everything here is plain functions and classes; the entries do the argument parsing.
 """
+import copy
 import io
 import json
 import logging
 import math
 import os
+import threading
 import time
+import warnings
 
 import cv2
 import mxnet as mx
@@ -179,7 +182,9 @@ class SegPredictor:
     net: a Gluon block, ``(1, 3, H, W)`` float32 -> pre-softmax scores
         ``(1, C, H/s, W/s)`` for H, W multiples of s (``net.feat_stride``,
         ``net.classes`` give s and C unless passed).
-    ctx: a context or list (the first one runs the network).
+    ctx: a context or list. :meth:`predict_probs` runs on the first one;
+        :meth:`on_device` gives a predictor for another (the net's parameters must be
+        on all of them), as :func:`evaluate` does to spread images over the devices.
     mean, std: per-channel RGB normalisation of ``pixel / 255``.
     scales: test scales (length of the longer side, pixels); None in the list means the
         image's own size. Several scales are averaged in probability.
@@ -191,6 +196,9 @@ class SegPredictor:
     tile_size: core size of a tile, pixels (int or (h, w)), rounded down to s.
     tile_margin: context added on each side of a core, pixels, rounded up to s; None =
         :func:`receptive_radius` of the net (exact tiling).
+    tile_batch: windows of the same size run together, this many per forward; None:
+        as many as fit in ``max_input_pixels`` (at least one), so the memory bound the
+        user set still holds. The results equal one window at a time exactly.
 
     ``timings`` accumulates seconds: ``network`` (forward + softmax + copy to host),
     ``resize`` (image resizing + normalisation, resizing the maps back) and the count of
@@ -201,7 +209,8 @@ class SegPredictor:
 
     def __init__(self, net, ctx=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, scales=(None,),
                  flip=False, test_steps=1, pad_mode='stride', max_input_pixels=None,
-                 tile_size=512, tile_margin=None, feat_stride=None, num_classes=None):
+                 tile_size=512, tile_margin=None, feat_stride=None, num_classes=None,
+                 tile_batch=None):
         self.net = net
         ctx = ctx if ctx is not None else mx.cpu()
         self.ctx = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx]
@@ -231,8 +240,32 @@ class SegPredictor:
         th, tw = (tile_size, tile_size) if np.isscalar(tile_size) else tile_size
         self.tile_size = (max(s, int(th) // s * s), max(s, int(tw) // s * s))
         self._tile_margin = tile_margin
+        self.tile_batch = None if tile_batch is None else max(1, int(tile_batch))
+        self._timing_lock = threading.Lock()
         self.timings = {}
         self.reset_timings()
+
+    def on_device(self, index):
+        """A predictor running on ``self.ctx[index]``, sharing the parameters and the
+        timings. Its network is a graph of its own over the same parameters, so that
+        threads running different devices share no block state (Gluon's is not
+        thread-safe); call this from one thread."""
+        other = copy.copy(self)
+        other.ctx = [self.ctx[index]]
+        if self.max_input_pixels is not None:
+            other._tile_margin = self.tile_margin  # needs the layers of the original net
+        data = mx.sym.var('data')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            other.net = mx.gluon.SymbolBlock(self.net(data), data,
+                                             params=self.net.collect_params())
+        other.net.hybridize(static_alloc=True)
+        return other
+
+    def _add_time(self, key, seconds, forwards=0):
+        with self._timing_lock:
+            self.timings[key] += seconds
+            self.timings['forwards'] += forwards
 
     # -- bookkeeping ---------------------------------------------------------------------
     def reset_timings(self):
@@ -261,14 +294,14 @@ class SegPredictor:
 
     # -- network -------------------------------------------------------------------------
     def _run(self, x):
-        """``float32 (3, H, W)``, H and W multiples of s -> probabilities ``(C, H/s, W/s)``."""
+        """``float32 (n, 3, H, W)``, H and W multiples of s -> probabilities
+        ``(n, C, H/s, W/s)``."""
         start = time.perf_counter()
-        data = mx.nd.array(x[np.newaxis], ctx=self.ctx[0])
-        out = mx.nd.softmax(self.net(data), axis=1)[0].asnumpy()
-        self.timings['network'] += time.perf_counter() - start
-        self.timings['forwards'] += 1
+        data = mx.nd.array(x, ctx=self.ctx[0])
+        out = mx.nd.softmax(self.net(data), axis=1).asnumpy()
+        self._add_time('network', time.perf_counter() - start, forwards=len(x))
         s = self.feat_stride
-        expected = (self.num_classes, x.shape[1] // s, x.shape[2] // s)
+        expected = (len(x), self.num_classes, x.shape[2] // s, x.shape[3] // s)
         if out.shape != expected:
             raise ValueError('network output %s for input %s, expected %s (stride %d)'
                              % (out.shape, x.shape, expected, s))
@@ -276,23 +309,32 @@ class SegPredictor:
 
     def forward_probs(self, x):
         """Probabilities of one padded input ``float32 (3, H, W)`` -> ``(C, H/s, W/s)``,
-        tiled when ``H * W > max_input_pixels``."""
+        tiled when ``H * W > max_input_pixels``; windows of equal size are batched."""
         _, h, w = x.shape
         if self.max_input_pixels is None or h * w <= self.max_input_pixels:
-            return self._run(x)
+            return self._run(x[np.newaxis])[0]
         s = self.feat_stride
         margin = self.tile_margin
         th, tw = self.tile_size
         out = np.empty((self.num_classes, h // s, w // s), np.float32)
+        by_shape = {}  # window size -> [(window box, core box)]
         for y0 in range(0, h, th):
             y1 = min(h, y0 + th)
             wy0, wy1 = max(0, y0 - margin), min(h, y1 + margin)
             for x0 in range(0, w, tw):
                 x1 = min(w, x0 + tw)
                 wx0, wx1 = max(0, x0 - margin), min(w, x1 + margin)
-                probs = self._run(x[:, wy0:wy1, wx0:wx1])
-                out[:, y0 // s:y1 // s, x0 // s:x1 // s] = \
-                    probs[:, (y0 - wy0) // s:(y1 - wy0) // s, (x0 - wx0) // s:(x1 - wx0) // s]
+                by_shape.setdefault((wy1 - wy0, wx1 - wx0), []).append(
+                    ((wy0, wy1, wx0, wx1), (y0, y1, x0, x1)))
+        for (wh, ww), tiles in by_shape.items():
+            batch = self.tile_batch or max(1, self.max_input_pixels // (wh * ww))
+            for i in range(0, len(tiles), batch):
+                group = tiles[i:i + batch]
+                probs = self._run(np.stack([x[:, wy0:wy1, wx0:wx1]
+                                            for (wy0, wy1, wx0, wx1), _ in group]))
+                for p, ((wy0, _, wx0, _), (y0, y1, x0, x1)) in zip(probs, group):
+                    out[:, y0 // s:y1 // s, x0 // s:x1 // s] = \
+                        p[:, (y0 - wy0) // s:(y1 - wy0) // s, (x0 - wx0) // s:(x1 - wx0) // s]
         return out
 
     def _forward_flip(self, x):
@@ -346,11 +388,11 @@ class SegPredictor:
         start = time.perf_counter()
         h, w = scaled_size(h0, w0, scale)
         resized = self.normalize(resize_image(image, (h, w)))
-        self.timings['resize'] += time.perf_counter() - start
+        self._add_time('resize', time.perf_counter() - start)
         fine = self.fine_probs(resized, scale)
         start = time.perf_counter()
         up = maps_to_image(fine, self.feat_stride // self.test_steps, (h, w), (h0, w0))
-        self.timings['resize'] += time.perf_counter() - start
+        self._add_time('resize', time.perf_counter() - start)
         return up, fine, (h, w)
 
     def predict_probs(self, image):
@@ -671,6 +713,42 @@ def _check_key(out_dir, key, logger):
     return False
 
 
+def map_over_devices(predictor, fn, items):
+    """``fn(device predictor, item)`` for each item, yielded in order; the items are
+    spread over ``predictor.ctx`` with one worker thread per device (at most two items
+    in flight per device). One device: run inline, no thread."""
+    items = list(items)
+    devices = len(getattr(predictor, 'ctx', ())) if hasattr(predictor, 'on_device') else 1
+    if devices <= 1:
+        for item in items:
+            yield fn(predictor, item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    import queue
+    free = queue.Queue()
+    for i in range(devices):
+        free.put(predictor.on_device(i))
+    local = threading.local()
+
+    def run(item):
+        if not hasattr(local, 'predictor'):  # each worker thread keeps one device
+            local.predictor = free.get_nowait()
+        return fn(local.predictor, item)
+
+    with ThreadPoolExecutor(max_workers=devices) as pool:
+        pending = []
+        try:
+            for item in items:
+                pending.append(pool.submit(run, item))
+                if len(pending) >= 2 * devices:
+                    yield pending.pop(0).result()
+            while pending:
+                yield pending.pop(0).result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predictions=False,
              progress=True, resume=True, plots=True, logger=None, title='', result_key=None):
     """Segment ``samples``, write the results and score them against the ground truth.
@@ -692,7 +770,9 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
         key are set aside (see :func:`_check_key`) and everything is recomputed. None:
         no check (the caller vouches for the folder).
 
-    Memory stays constant: one image at a time, the confusion counts are accumulated.
+    Memory stays constant: one image per device at a time (images are spread over
+    ``predictor.ctx``, see :func:`map_over_devices`; the results do not depend on the
+    device count), the confusion counts are accumulated.
     Returns the summary dict (also in ``summary.json``) plus ``'resumed'`` and
     ``'computed'`` (image counts) and ``'timing'``: seconds spent in this call on
     ``read`` (image + ground truth), ``predict`` (all of ``predict_probs``), of which
@@ -722,38 +802,52 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
     with_gt = resumed = computed = 0
     predictor_timings = dict(getattr(predictor, 'timings', None) or {})
     timing = {'read': 0.0, 'predict': 0.0, 'argmax': 0.0, 'score': 0.0, 'write': 0.0}
+    records = []
+    for (image_path, label_path), name in zip(samples, names):
+        paths = output_paths(out_dir, name)
+        wanted = []
+        if save_results:
+            wanted += ['label', 'color'] + (['correct'] if label_path else [])
+        if save_predictions:
+            wanted.append('probs')
+        record = None
+        if resume and os.path.isfile(paths['counts']) and \
+                all(os.path.isfile(paths[k]) for k in wanted):
+            record = _read_counts(paths['counts'], spec.classes)
+        records.append(record)
+
+    def read_and_predict(device_predictor, sample):
+        image_path, label_path = sample
+        t0 = time.perf_counter()
+        image = read_image(image_path)
+        gt = read_label(spec, label_path, image.shape) if label_path else None
+        t1 = time.perf_counter()
+        if save_predictions:
+            probs, maps = device_predictor.predict_maps(image)
+        else:
+            probs, maps = device_predictor.predict_probs(image), None
+        return image, gt, probs, maps, t1 - t0, time.perf_counter() - t1
+
+    predicted = map_over_devices(predictor, read_and_predict,
+                                 [sample for sample, record in zip(samples, records)
+                                  if record is None])
     bar = tqdm(total=len(samples), unit='img', disable=not progress, dynamic_ncols=True)
     try:
-        for (image_path, label_path), name in zip(samples, names):
+        for (image_path, label_path), name, record in zip(samples, names, records):
             paths = output_paths(out_dir, name)
-            wanted = []
-            if save_results:
-                wanted += ['label', 'color'] + (['correct'] if label_path else [])
-            if save_predictions:
-                wanted.append('probs')
-            record = None
-            if resume and os.path.isfile(paths['counts']) and \
-                    all(os.path.isfile(paths[k]) for k in wanted):
-                record = _read_counts(paths['counts'], spec.classes)
             if record is not None:
                 counts, has_gt = record
                 cm.add_counts(counts)
                 with_gt += has_gt
                 resumed += 1
             else:
-                t0 = time.perf_counter()
-                image = read_image(image_path)
-                gt = read_label(spec, label_path, image.shape) if label_path else None
-                t1 = time.perf_counter()
-                if save_predictions:
-                    probs, maps = predictor.predict_maps(image)
-                else:
-                    probs = predictor.predict_probs(image)
+                image, gt, probs, maps, read_seconds, predict_seconds = next(predicted)
                 if probs.shape != (spec.classes,) + image.shape[:2]:
                     raise ValueError('%s: predictor returned %s, expected %s'
                                      % (image_path, probs.shape,
                                         (spec.classes,) + image.shape[:2]))
                 t2 = time.perf_counter()
+                t0, t1 = t2 - read_seconds - predict_seconds, t2 - predict_seconds
                 pred = probs.argmax(0).astype(np.uint8)
                 t3 = time.perf_counter()
                 if gt is not None:
@@ -781,6 +875,7 @@ def evaluate(predictor, spec, samples, out_dir, save_results=True, save_predicti
             if with_gt:
                 bar.set_postfix(mIoU='%.2f%%' % (100 * cm.mean_iou()), refresh=False)
     finally:
+        predicted.close()
         bar.close()
 
     summary = {'dataset': spec.name, 'images': len(samples), 'images_with_gt': with_gt}
@@ -912,19 +1007,25 @@ def segment_images(predictor, spec, image_paths, out_dir, names=None, alpha=0.5,
     if len(set(names)) != len(names):
         raise DataError('%s: several inputs share an output name' % out_dir)
     written = []
-    for path, name in tqdm(list(zip(image_paths, names)), unit='img', disable=not progress,
-                           dynamic_ncols=True):
+
+    def read_and_predict(device_predictor, path):
         try:
             image = read_image(path)
         except (DataError, cv2.error) as err:
             if failures is None:
                 raise
-            message = str(err).strip().splitlines()[0] if isinstance(err, DataError) else \
-                '%s: cannot read image (%s)' % (path, str(err).strip().splitlines()[-1])
-            logger.warning('skipped: %s', message)
-            failures.append((path, message))
+            return None, (str(err).strip().splitlines()[0] if isinstance(err, DataError) else
+                          '%s: cannot read image (%s)' % (path, str(err).strip().splitlines()[-1]))
+        return image, device_predictor.predict_probs(image).argmax(0).astype(np.uint8)
+
+    predicted = map_over_devices(predictor, read_and_predict, image_paths)
+    for path, name in tqdm(list(zip(image_paths, names)), unit='img', disable=not progress,
+                           dynamic_ncols=True):
+        image, pred = next(predicted)
+        if image is None:  # pred is the reason
+            logger.warning('skipped: %s', pred)
+            failures.append((path, pred))
             continue
-        pred = predictor.predict_probs(image).argmax(0).astype(np.uint8)
         color = spec.palette[pred]
         label_path = os.path.join(out_dir, 'labels', name + '.png')
         write_label_png(label_path, spec.train_to_label[pred])
@@ -942,6 +1043,46 @@ def val_output_dir(output, weights, split):
     """The authors' result folder: ``<output>/<weights stem>[_<split> unless val]``."""
     stem = os.path.splitext(os.path.basename(weights))[0]
     return os.path.join(output, stem + ('' if split == 'val' else '_' + split))
+
+
+def calibration_inputs(predictor, image_paths, scale):
+    """int8 calibration batches: each image resized to ``scale`` and normalised as
+    :class:`SegPredictor` does, padded (or cropped) to the padded input size of the
+    first image, as a list of ``float32 (1, 3, H, W)`` arrays."""
+    batches, size = [], None
+    for path in image_paths:
+        image = read_image(path)
+        h, w = scaled_size(image.shape[0], image.shape[1], scale)
+        resized = predictor.normalize(resize_image(image, (h, w))).transpose(2, 0, 1)
+        if size is None:
+            size = predictor.input_size(h, w, scale)
+        x = np.zeros((1, 3) + size, np.float32)
+        ch, cw = min(h, size[0]), min(w, size[1])
+        x[0, :, :ch, :cw] = resized[:, :ch, :cw]
+        batches.append(x)
+    return batches
+
+
+def low_precision_net(net, cfg, ctx, spec, pad_mode, logger=None):
+    """``net`` run in ``cfg.dtype`` (:func:`rn38.lowprec.lower_precision`); for int8 the
+    calibration uses the first ``cfg.calib_images`` images of the ``train`` split of
+    ``cfg.data_root`` (every k-th image, spread over the list) at the first test scale."""
+    from rn38 import lowprec
+    from .datasets import list_samples
+    if cfg.dtype != 'int8':
+        return lowprec.lower_precision(net, cfg.dtype, ctx, logger=logger)
+    if cfg.calib_images < 1:
+        raise ValueError('--calib-images must be at least 1 for --dtype int8')
+    train = [image for image, _ in list_samples(spec, cfg.data_root, 'train')]
+    step = max(1, len(train) // cfg.calib_images)
+    chosen = train[::step][:cfg.calib_images]
+    scale = cfg.test_scales[0]
+    probe = SegPredictor(net, ctx, scales=[scale], pad_mode=pad_mode)
+    settings = {'calib_images': [os.path.relpath(p, cfg.data_root) for p in chosen],
+                'calib_scale': scale, 'pad_mode': pad_mode, 'model': cfg.model}
+    return lowprec.lower_precision(
+        net, 'int8', ctx, calib_batches=lambda: calibration_inputs(probe, chosen, scale),
+        calib_mode=cfg.calib_mode, weights=cfg.weights, settings=settings, logger=logger)
 
 
 def _has_instance_files(data_root, split):
@@ -986,18 +1127,28 @@ def run_val(cfg, logger=None):
     if model.classes != spec.classes:
         raise ValueError('%s: model %s has %d classes, dataset %s has %d'
                          % (cfg.weights, cfg.model, model.classes, spec.name, spec.classes))
+    from rn38.lowprec import check_dtype
     ctx = parse_devices(cfg.gpus)
+    check_dtype(getattr(cfg, 'dtype', 'float32'), ctx, logger=logger)
     net = zoo.build_model(cfg.model, 'segmentation', **model_options(cfg))
     load_params(net, cfg.weights, ctx)
     net.hybridize(static_alloc=True)
+    pad_mode = 'stride' if spec.name == 'cityscapes' else 'scale'
+    tile_margin = None
+    if getattr(cfg, 'dtype', 'float32') != 'float32':
+        tile_margin = receptive_radius(net)  # a converted graph has no layers to walk
+        net, cfg.dtype = low_precision_net(net, cfg, ctx, spec, pad_mode, logger)
     image_norm = getattr(cfg, 'image_norm', 'imagenet')
     mean, std = mean_std(image_norm)
     predictor = make_predictor_class(image_norm)(
         net, ctx, mean=mean, std=std, scales=cfg.test_scales, flip=cfg.test_flipping,
-        test_steps=cfg.test_steps, pad_mode='stride' if spec.name == 'cityscapes' else 'scale',
-        max_input_pixels=cfg.max_input_pixels)
+        test_steps=cfg.test_steps, pad_mode=pad_mode, max_input_pixels=cfg.max_input_pixels,
+        tile_margin=tile_margin)
     samples = list_samples(spec, cfg.data_root, cfg.split)
     out_dir = val_output_dir(cfg.output, cfg.weights, cfg.split)
+    if getattr(cfg, 'dtype', 'float32') != 'float32':  # results of another dtype: own folder
+        out_dir += '_' + cfg.dtype + ('_%s%d' % (cfg.calib_mode, cfg.calib_images)
+                                      if cfg.dtype == 'int8' else '')
     save_config(cfg, os.path.join(out_dir, 'config.yaml'))
     logger.info('evaluating %s on %d images of %s/%s with %s; results in %s', cfg.weights,
                 len(samples), cfg.data_root, cfg.split, predictor.describe(), out_dir)

@@ -9,6 +9,8 @@ dataset, whose class names and colours are used. For each input image ``<name>``
 output folder gets ``labels/<name>.png`` (raw label ids of the dataset, e.g. Cityscapes
 labelIds), ``color/<name>.png`` and ``overlay/<name>.png``; a folder input is searched
 recursively and its sub-folders are kept. Also ``config.yaml`` and ``predict.log``.
+``--gpus 0,1`` (or ``cpu:2``) spreads the images over the devices; ``--dtype bfloat16|int8``
+runs the network in lower precision on the CPU (see ``rn38/lowprec.py``).
 """
 import argparse
 import os
@@ -52,9 +54,19 @@ def parse_args(argv=None):
                              'field radius, exact)')
     parser.add_argument('--alpha', type=float, default=0.5, help='overlay colour weight')
     parser.add_argument('--gpus', default=None,
-                        help="devices as for the other entries: GPU ids, e.g. 0 or 0,1 (the "
-                             "first one runs); 'cpu' or empty: the CPU; default: GPU 0 if "
-                             "there is one")
+                        help="devices the images are spread over: GPU ids, e.g. 0 or 0,1; "
+                             "'' or 'cpu': the CPU; 'cpu:2': two CPU contexts; default: GPU 0 "
+                             "if there is one")
+    parser.add_argument('--dtype', choices=('float32', 'bfloat16', 'int8'), default='float32',
+                        help='inference precision (CPU, oneDNN): bfloat16 needs avx512_bf16; '
+                             'int8 calibrates once (cached next to --weights)')
+    parser.add_argument('--calib-images', dest='calib_images', type=int, default=10,
+                        help='images for the int8 calibration')
+    parser.add_argument('--calib-input', dest='calib_input', default=None,
+                        help='an image file or folder to calibrate int8 on (default: --input; '
+                             'training images are best)')
+    parser.add_argument('--calib-mode', dest='calib_mode', choices=('entropy', 'naive'),
+                        default='entropy', help='int8 range calibration')
     parser.add_argument('--no-progress', dest='progress', action='store_false',
                         help='no progress bar')
     return parser.parse_args(argv)
@@ -104,7 +116,29 @@ def make_config(args):
             'test_flipping': args.test_flipping, 'test_steps': args.test_steps,
             'pad_mode': args.pad_mode, 'max_input_pixels': args.max_input_pixels,
             'tile_size': args.tile_size, 'tile_margin': args.tile_margin,
-            'alpha': args.alpha, 'gpus': gpus, 'progress': args.progress}
+            'alpha': args.alpha, 'gpus': gpus, 'progress': args.progress,
+            'dtype': args.dtype, 'calib_images': args.calib_images,
+            'calib_input': args.calib_input or args.input, 'calib_mode': args.calib_mode}
+
+
+def lower_precision(net, config, ctx, scale, logger):
+    """``(net in config['dtype'], dtype run)``; int8 calibrates on the first
+    ``calib_images`` images of ``calib_input`` at ``scale`` (see rn38.lowprec)."""
+    from issegm.evaluate import SegPredictor, calibration_inputs
+    from rn38 import lowprec
+    if config['dtype'] != 'int8':
+        return lowprec.lower_precision(net, config['dtype'], ctx, logger=logger)
+    if config['calib_images'] < 1:
+        raise ValueError('--calib-images must be at least 1 for --dtype int8')
+    images, _ = list_images(config['calib_input'])
+    chosen = images[:config['calib_images']]
+    probe = SegPredictor(net, ctx, scales=[scale], pad_mode=config['pad_mode'])
+    settings = {'calib_images': [os.path.abspath(p) for p in chosen], 'calib_scale': scale,
+                'pad_mode': config['pad_mode'], 'model': config['model']}
+    return lowprec.lower_precision(
+        net, 'int8', ctx, calib_batches=lambda: calibration_inputs(probe, chosen, scale),
+        calib_mode=config['calib_mode'], weights=config['weights'], settings=settings,
+        logger=logger)
 
 
 def run(config, failures=None):
@@ -124,16 +158,25 @@ def run(config, failures=None):
     images, names = list_images(config['input'])
     from rn38.checks import available_devices
     ctx = available_devices(config['gpus'], '--gpus')
+    from rn38.lowprec import check_dtype
+    check_dtype(config['dtype'], ctx, logger=logger)
     net = issegm.get_model(config['model'], pretrained=config['weights'], ctx=ctx)
     if net.classes != spec.classes:
         raise ValueError('model %s has %d classes but dataset %s has %d'
                          % (config['model'], net.classes, spec.name, spec.classes))
     net.hybridize(static_alloc=True)
+    tile_margin = config['tile_margin']
+    if config['dtype'] != 'float32':
+        from issegm.evaluate import receptive_radius
+        if tile_margin is None:  # a converted graph has no layers to walk
+            tile_margin = receptive_radius(net)
+        net, config['dtype'] = lower_precision(net, config, ctx, config['test_scales'][0],
+                                               logger)
     predictor = SegPredictor(net, ctx, scales=config['test_scales'],
                              flip=config['test_flipping'], test_steps=config['test_steps'],
                              pad_mode=config['pad_mode'],
                              max_input_pixels=config['max_input_pixels'],
-                             tile_size=config['tile_size'], tile_margin=config['tile_margin'])
+                             tile_size=config['tile_size'], tile_margin=tile_margin)
     logger.info('model %s on %s, protocol %s, %d images', config['model'], ctx,
                 predictor.describe(), len(images))
     return segment_images(predictor, spec, images, config['output'], names=names,

@@ -9,6 +9,14 @@ compared with a large sgemm (``mx.nd.dot``) measured in the same process.
 
     python scripts/bench_model.py                    # released A1-s8 at 512x1024 + A1 at 224
     python scripts/bench_model.py --quick            # small variants, small inputs
+
+``--precision`` compares instead, on the same input and weights: float32 (hybridized),
+bfloat16 and int8 (``rn38.lowprec``, as ``--dtype`` of the entries runs them; int8
+calibrated with ``--calib-mode`` on two other generated street scenes, calibration not
+timed) and the ONNX export run by onnxruntime (CPU, all cores), each timed in turns with
+float32 (minimum of ``--repeat`` forwards each, after a warm-up), as ratios float32 time /
+this; plus how often the argmax agrees with float32 on generated street scenes
+(segmentation: pixels of ``--scenes`` scenes; classification: top-1 of the scenes).
 """
 import argparse
 import os
@@ -19,6 +27,7 @@ import mxnet as mx
 import numpy as np
 
 from rn38 import zoo
+from rn38.lowprec import cpu_flags
 from rn38.params import load_params, released_keys
 from rn38.synthetic import synthetic_arrays
 
@@ -106,11 +115,91 @@ def bench_one(label, task, shape, repeat):
     return results, flops
 
 
+def street_scene_inputs(count, shape, seed):
+    """``float32 (1, 3, H, W)`` normalised generated street scenes (scripts/make_demo_data)."""
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_demo_data import render_scene
+    from rn38.image import IMAGENET_MEAN, IMAGENET_STD
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        image = render_scene(shape[2], shape[3], rng)[0].astype(np.float32) / 255
+        x = (image - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+        out.append(x.transpose(2, 0, 1)[np.newaxis].astype(np.float32))
+    return out
+
+
+def _alternate(base_fn, fn, repeat):
+    """(base seconds, seconds): the two forwards timed in turns (A B A B ...) after one
+    warm-up each, so that load from other processes hits both alike; minimum of each."""
+    base_fn()
+    fn()
+    base, other = [], []
+    for _ in range(repeat):
+        for fn_, times in ((base_fn, base), (fn, other)):
+            t = time.time()
+            fn_()
+            times.append(time.time() - t)
+    return min(base), min(other)
+
+
+def bench_precision(label, task, shape, repeat, scenes, calib_mode):
+    """Per variant: (float32 seconds, seconds, argmax agreement with float32); each
+    variant is timed alternately with the float32 network."""
+    from rn38 import lowprec
+    inputs = street_scene_inputs(scenes, shape, seed=1)
+    calib = street_scene_inputs(2, shape, seed=2)
+    x = mx.nd.array(inputs[0])
+    net = build(label, task)
+    net.hybridize(static_alloc=True)  # as the entries run it, and as lowprec's blocks
+    reference = [net(mx.nd.array(i)).asnumpy().argmax(1) for i in inputs]
+
+    def run_float32():
+        net(x).wait_to_read()
+
+    rows = {}
+    for dtype in ('bfloat16', 'int8'):
+        low, ran = lowprec.lower_precision(build(label, task), dtype, [mx.cpu()],
+                                           calib_batches=lambda: calib, calib_mode=calib_mode)
+        if ran != dtype:
+            print('%s: not supported here, skipped' % dtype)
+            continue
+        agree = np.mean([np.mean(low(mx.nd.array(i)).asnumpy().argmax(1) == r)
+                         for i, r in zip(inputs, reference)])
+        rows[dtype] = _alternate(run_float32, lambda: low(x).wait_to_read(), repeat) + \
+            (float(agree),)
+        print('  %s: %s' % (dtype, rows[dtype]), flush=True)
+        del low
+    try:
+        import onnxruntime as ort
+        from export_onnx import export  # scripts/ is on the path (street_scene_inputs)
+    except ImportError:
+        print('onnxruntime not installed (the export extra): ONNX row skipped')
+        return rows
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'net.onnx')
+        export(net, shape, path)
+        session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+        agree = np.mean([np.mean(session.run(None, {'data': i})[0].argmax(1) == r)
+                         for i, r in zip(inputs, reference)])
+        rows['onnxruntime float32'] = _alternate(
+            run_float32, lambda: session.run(None, {'data': inputs[0]}), repeat) + \
+            (float(agree),)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--repeat', type=int, default=2)
     p.add_argument('--quick', action='store_true', help='small variants and inputs')
+    p.add_argument('--precision', action='store_true',
+                   help='float32 / bfloat16 / int8 / onnxruntime instead of the graph variants')
+    p.add_argument('--scenes', type=int, default=2,
+                   help='--precision: generated street scenes for the argmax agreement')
+    p.add_argument('--calib-mode', choices=('entropy', 'naive'), default='naive',
+                   help='--precision: int8 calibration')
     args = p.parse_args(argv)
     if args.quick:
         cases = [('cityscapes_rna-a1-mini_cls19_s8', 'segmentation', (1, 3, 256, 512)),
@@ -118,6 +207,22 @@ def main(argv=None):
     else:
         cases = [('cityscapes_rna-a1_cls19_s8', 'segmentation', (1, 3, 512, 1024)),
                  ('ilsvrc-cls_rna-a1_cls1000', 'classification', (1, 3, 224, 224))]
+    if args.precision:
+        print('machine: %d cores, MXNet %s, CPU flags: %s; int8 calibration: %s'
+              % (os.cpu_count(), mx.__version__, ' '.join(sorted(
+                  {'avx512_bf16', 'avx512_vnni'} & cpu_flags())),
+                 args.calib_mode))
+        print('| model | input | variant | float32 seconds | seconds | float32 time / this '
+              '| argmax = float32 |')
+        print('|---|---|---|---|---|---|---|')
+        for label, task, shape in cases:
+            rows = bench_precision(label, task, shape, args.repeat, args.scenes,
+                                   args.calib_mode)
+            for name, (base, seconds, agree) in rows.items():
+                print('| %s | %s | %s | %.3f | %.3f | %.2fx | %.2f%% |'
+                      % (label, 'x'.join(map(str, shape)), name, base, seconds,
+                         base / seconds, 100 * agree), flush=True)
+        return
     gemm = sgemm_gflops()
     print('machine: %d cores, MXNet %s, OMP_NUM_THREADS=%s; sgemm 2048^3: %.1f GFLOP/s'
           % (os.cpu_count(), mx.__version__, os.environ.get('OMP_NUM_THREADS', 'unset'), gemm))
