@@ -29,10 +29,7 @@ import time  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-from make_demo_data import make_demo_dataset  # noqa: E402
+from make_demo_data import make_demo_dataset  # noqa: E402  (beside this script)
 from issegm.datasets import get_dataset_spec, list_samples, read_image, read_label  # noqa: E402
 from issegm.transforms import SegTrainTransform, canvas_reference_transform  # noqa: E402
 
