@@ -16,10 +16,8 @@ from rn38.parallel import parse_devices
 from rn38.train import (LRSchedule, fit, load_trainer_state, make_trainer, resume_epoch,
                         save_config, set_lr_wd_mults, setup_logging)
 
-from .datasets import get_dataset_spec, list_samples
+from .datasets import IGNORE_LABEL, get_dataset_spec, list_samples
 from .transforms import SegTrainDataset, SegTrainTransform
-
-IGNORE_LABEL = 255
 
 
 class BootstrappedSoftmaxLoss:

@@ -7,7 +7,7 @@ import sys
 
 from rn38.checksums import read_checksums, verify_models
 from rn38.cuda import SONAMES, find_cuda_libs
-from scripts_path import REPO
+from conftest import REPO
 
 
 def test_checksums_of_the_six_released_files():
