@@ -12,12 +12,9 @@ import importlib.metadata as metadata
 import os
 import sys
 
-try:
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-except ImportError:  # pip always carries a copy
-    from pip._vendor.packaging.requirements import Requirement
-    from pip._vendor.packaging.utils import canonicalize_name
+# pip's copy of `packaging`: pip is in every venv, `packaging` itself need not be.
+from pip._vendor.packaging.requirements import Requirement
+from pip._vendor.packaging.utils import canonicalize_name
 
 PROJECT = 'rn38-gluon'
 
