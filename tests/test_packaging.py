@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -73,7 +74,9 @@ def setup_keywords():
     import runpy
     from unittest import mock
 
-    import setuptools
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # "Setuptools is replacing distutils"
+        import setuptools
     given = {}
     with mock.patch.object(setuptools, 'setup', lambda **kw: given.update(kw)):
         runpy.run_path(os.path.join(REPO, 'setup.py'))
