@@ -33,6 +33,11 @@ def load_script(name):
     return sys.modules[name]
 
 
+def make_demo_dataset(root, **options):
+    """Writes the demo dataset of ``scripts/make_demo_data.py`` under ``root``."""
+    return load_script('make_demo_data').make_demo_dataset(root, **options)
+
+
 @pytest.fixture(scope='session')
 def ref_dir():
     return REF_DIR

@@ -10,9 +10,7 @@ import pytest
 
 from issegm import cli
 from rn38.params import read_params, save_params
-from conftest import REPO, load_script
-
-make_demo_dataset = load_script('make_demo_data').make_demo_dataset
+from conftest import REPO, make_demo_dataset
 
 MINI = 'cityscapes_rna-a1-mini_cls19_s8'
 
