@@ -2,17 +2,25 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Extras of setup.py installed into the venv and pinned in constraints.txt.
+EXTRAS ?= test,export
 DEMO_DIR ?= data/demo
 DEMO_OUT ?= output/demo
 
-.PHONY: test test-fast demo venv clean-venv
+.PHONY: test test-fast demo venv constraints clean-venv
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py
+# The versions of constraints.txt: the ones the tests passed with.
+$(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test,export]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
+
+# After changing setup.py's requirements: install them, then pin what is installed.
+constraints: venv
+	$(PY) scripts/freeze_constraints.py --extras $(EXTRAS) --output constraints.txt
+	touch $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -34,12 +34,22 @@ setup(
         MXNET_DIST + '==1.9.1',
         'numpy>=1.17,<1.24',
         'opencv-python<4.12',
+        'Pillow',
         'gluoncv==0.10.5.post0',
         'pyyaml',
         'cityscapesscripts',
         'tqdm',
         'matplotlib',
     ],
+    # The same commands as `python issegm/cityscapes.py` etc., on the PATH of the venv.
+    entry_points={'console_scripts': [
+        'rn38-cityscapes = issegm.cityscapes:main',
+        'rn38-voc = issegm.voc:main',
+        'rn38-ade20k = issegm.ade20k:main',
+        'rn38-predict = issegm.predict:main',
+        'rn38-ilsvrc = iclass.ilsvrc:main',
+        'rn38-verify-models = rn38.checksums:main',
+    ]},
     extras_require={
         'test': ['pytest', 'pytest-timeout'],
         # ONNX export (scripts/export_onnx.py). onnxruntime 1.18.1 is the oldest release

@@ -23,11 +23,7 @@ import argparse
 import os
 import sys
 
-if __name__ == '__main__' and sys.path and \
-        os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    # Run as ``python iclass/ilsvrc.py``: import this package's modules as ``iclass.*``,
-    # never as top-level ``data``/``train``.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from rn38.cli import HelpFormatter
 
 
 def _bool01(text):
@@ -39,7 +35,7 @@ def _bool01(text):
 def build_parser():
     p = argparse.ArgumentParser(
         description='Validate or train ResNet-38 ImageNet classifiers.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument('--phase', choices=('val', 'train'), default='train')
     p.add_argument('--data-root', required=True,
                    help='folder the list paths are relative to; lists are <root>/<split>.lst '
@@ -171,7 +167,8 @@ def check_options(cfg):
 
 
 def main(argv=None):
-    """Run the command line; bad input ends in one ``error:`` line and exit status 2."""
+    """Run the command line (also the ``rn38-ilsvrc`` command); returns the exit status 0,
+    bad input ends in one ``error:`` line and exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -183,8 +180,9 @@ def main(argv=None):
     try:
         check_options(cfg)
         if cfg.phase == 'val':
-            return cls_train.validate(cfg)
-        return cls_train.train(cfg)
+            cls_train.validate(cfg)
+        else:
+            cls_train.train(cfg)
     except (ValueError, OSError) as err:  # DataError, ParamsError are ValueErrors
         print('error: %s' % str(err).strip().splitlines()[0], file=sys.stderr)
         sys.exit(2)
@@ -193,7 +191,8 @@ def main(argv=None):
         print(str(err) if isinstance(err, TrainingInterrupted) else 'interrupted',
               file=sys.stderr)
         sys.exit(TrainingInterrupted.exit_status)
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,12 +1,11 @@
-"""Train or evaluate ResNet-38 FCNs on ade20k: `python issegm/ade20k.py --phase train|val ...`.
-
-`--help` lists the options; see README.md for the published recipes.
-"""
-import os
+"""Train or evaluate on ADE20K (``--help`` lists the options), also installed as ``rn38-ade20k``."""
 import sys
 
+
+def main(argv=None):
+    from issegm.cli import main as run  # here, so that importing this file loads no library
+    return run('ade20k', argv)
+
+
 if __name__ == '__main__':
-    # Run as a script: import the packages from the repository, not from issegm/.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    from issegm.cli import script_main
-    script_main('ade20k')
+    sys.exit(main())

@@ -11,6 +11,7 @@ import sys
 import mxnet as mx
 
 from rn38 import zoo
+from rn38.cli import HelpFormatter
 
 from .datasets import DATASET_NAMES
 
@@ -56,7 +57,7 @@ def build_parser(dataset):
     d = DATASET_DEFAULTS[dataset]
     p = argparse.ArgumentParser(
         description='Train or evaluate ResNet-38 FCNs on %s.' % dataset,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument('--phase', choices=('train', 'val'), default='train')
     p.add_argument('--gpus', default=None,
                    help="device ids, e.g. 0,1,2,3; 'cpu' (or empty) for the CPU, 'cpu:2' for two "
@@ -268,8 +269,3 @@ def main(dataset, argv=None):
         sys.stderr.write('interrupted\n')
         return TrainingInterrupted.exit_status
     return 0
-
-
-def script_main(dataset):
-    """For ``python issegm/<dataset>.py``: runs without installing the package too."""
-    sys.exit(main(dataset))

@@ -21,6 +21,8 @@ import numpy as np
 
 from rn38.atomic import atomic_write_bytes
 
+from .datasets import IGNORE_LABEL
+
 
 class ConfusionMatrix:
     """Pixel counts ``M[gt, pred]`` (int64, shape ``(C, C)``) for ``C = num_classes``.
@@ -31,7 +33,7 @@ class ConfusionMatrix:
     ValueError rather than a silently wrong score.
     """
 
-    def __init__(self, num_classes, ignore_label=255):
+    def __init__(self, num_classes, ignore_label=IGNORE_LABEL):
         if int(num_classes) < 1:
             raise ValueError('num_classes must be >= 1, got %r' % (num_classes,))
         self.num_classes = int(num_classes)

@@ -16,12 +16,6 @@ import argparse
 import os
 import sys
 
-if __name__ == '__main__':
-    # Run as a script, Python puts issegm/ first on the path; the repo root is wanted.
-    _HERE = os.path.dirname(os.path.abspath(__file__))
-    if sys.path and os.path.abspath(sys.path[0] or os.curdir) == _HERE:
-        sys.path[0] = os.path.dirname(_HERE)
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(

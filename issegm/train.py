@@ -17,11 +17,9 @@ from rn38.train import (LRSchedule, claim_output, fit, interrupted, load_trainer
                         make_trainer, resume_epoch, save_config, set_lr_wd_mults,
                         setup_logging)
 
-from .datasets import list_samples, spec_from_config
+from .datasets import IGNORE_LABEL, list_samples, spec_from_config
 from .image_norm import PerImageTrainTransform, mean_std
 from .transforms import SegTrainDataset, SegTrainTransform
-
-IGNORE_LABEL = 255
 
 
 class BootstrappedSoftmaxLoss:

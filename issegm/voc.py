@@ -1,12 +1,11 @@
-"""Train or evaluate ResNet-38 FCNs on voc: `python issegm/voc.py --phase train|val ...`.
-
-`--help` lists the options; see README.md for the published recipes.
-"""
-import os
+"""Train or evaluate on VOC (``--help`` lists the options), also installed as ``rn38-voc``."""
 import sys
 
+
+def main(argv=None):
+    from issegm.cli import main as run  # here, so that importing this file loads no library
+    return run('voc', argv)
+
+
 if __name__ == '__main__':
-    # Run as a script: import the packages from the repository, not from issegm/.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    from issegm.cli import script_main
-    script_main('voc')
+    sys.exit(main())

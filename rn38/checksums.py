@@ -1,8 +1,15 @@
 """File checksums: the released weight files in ``models/`` against their md5 sums, and the
-sha256 digests that key evaluation results to the weights and data they were computed from."""
+sha256 digests that key evaluation results to the weights and data they were computed from.
+
+Command: ``rn38-verify-models`` (or ``python scripts/verify_models.py``); exit status 0 when
+every file asked for is present and intact, 1 otherwise, 2 with a one-line error on stderr
+for bad input (an unknown file name, a missing folder, a malformed checksum file).
+"""
+import argparse
 import hashlib
 import os
 import re
+import sys
 
 
 def read_checksums(path):
@@ -85,3 +92,22 @@ def verify_models(models_dir, names=None, checksum_file=None):
         else:
             results.append((name, 'ok', '%s: ok' % path))
     return results
+
+
+def main(argv=None, models_dir='models'):
+    """The ``rn38-verify-models`` command: one line per file; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        description='Verify the released weight files in --models-dir against its '
+                    'checksum.md5.')
+    parser.add_argument('--models-dir', default=models_dir, help='(default: %(default)s)')
+    parser.add_argument('--checksums', default=None, help='default: <models-dir>/checksum.md5')
+    parser.add_argument('files', nargs='*', help='file names to check (default: all six)')
+    args = parser.parse_args(argv)
+    try:
+        results = verify_models(args.models_dir, args.files or None, args.checksums)
+    except (ValueError, OSError) as err:
+        print('error: %s' % str(err).strip().splitlines()[0], file=sys.stderr)
+        return 2
+    for _, _, message in results:
+        print(message)
+    return 0 if all(status == 'ok' for _, status, _ in results) else 1

@@ -27,10 +27,6 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if os.path.abspath(sys.path[0] or os.curdir) == HERE:
-    sys.path[0] = os.path.dirname(HERE)  # run as a script: import from the repo root
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])

@@ -50,9 +50,6 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-
 
 def peak_rss_mib():
     """Peak resident set size of this process so far, MiB (Linux ``ru_maxrss`` is KiB)."""

@@ -16,11 +16,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path[:0] = [REPO, HERE]
 
-
-from issegm import cli  # noqa: E402
-from make_demo_data import make_demo_dataset  # noqa: E402
+from issegm import cli
+from make_demo_data import make_demo_dataset  # beside this script
 
 MODEL = 'cityscapes_rna-a1-mini_cls19_s8'
 

@@ -10,11 +10,7 @@ peak after a 32x32 step, as in ``bench_train.py --mode memory``. Example::
 import argparse
 import os
 import resource
-import sys
 import time
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
 
 def rss():
@@ -39,7 +35,6 @@ def main():
     import numpy as np
     from mxnet import gluon
     from rn38 import parallel
-    sys.path.insert(0, HERE)
     import bench_train as B
     from rn38.zoo import get_model
     mx.random.seed(0)

@@ -10,15 +10,13 @@ trainers do. Saved arrays: ``init/<param>`` (this process's own initialisation),
 """
 import argparse
 import os
-import sys
 
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-import iclass  # noqa: E402
-from rn38 import parallel  # noqa: E402
+import iclass
+from rn38 import parallel
 
 MODEL = 'demo-cls_rna-a1-mini_cls5'
 PER_WORKER, SIZE, CLASSES = 2, 32, 5

@@ -129,8 +129,7 @@ def test_dist_sync_two_workers_end_identical_and_equal_one_process(tmp_path):
 def test_segmentation_entry_trains_with_dist_sync(tmp_path):
     """issegm/cityscapes.py --kvstore dist_sync with two workers: each trains on its half of
     the data and both write identical checkpoints, which moved from the initial weights."""
-    sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'scripts'))
-    from make_demo_data import make_demo_dataset
+    from conftest import make_demo_dataset
     data = str(tmp_path / 'data')
     make_demo_dataset(data, seed=5, train=8, val=1, height=64, width=128)
     entry = os.path.join(os.path.dirname(HERE), 'issegm', 'cityscapes.py')

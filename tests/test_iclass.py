@@ -22,8 +22,7 @@ from rn38.params import released_keys, save_params
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-from make_imagenet import make_imagenet  # noqa: E402
+from make_imagenet import make_imagenet  # tests/, on the path under pytest
 
 CLASSES = 8
 LABEL = 'demo-cls_rna-a1-mini_cls%d' % CLASSES

@@ -10,7 +10,7 @@ import pytest
 
 from issegm import cli
 from rn38.params import read_params, save_params
-from scripts_path import make_demo_dataset, REPO
+from conftest import REPO, make_demo_dataset
 
 MINI = 'cityscapes_rna-a1-mini_cls19_s8'
 

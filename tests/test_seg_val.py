@@ -17,7 +17,7 @@ from issegm import cli
 from issegm.datasets import get_dataset_spec
 from issegm.evaluate import SegPredictor, val_output_dir
 from rn38.params import save_params
-from scripts_path import make_demo_dataset
+from conftest import make_demo_dataset
 
 MINI = 'cityscapes_rna-a1-mini_cls19_s8'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

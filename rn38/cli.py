@@ -1,0 +1,26 @@
+"""Command-line pieces shared by the entries (``issegm/*.py``, ``iclass/ilsvrc.py``)."""
+import argparse
+import copy
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` that states each option's default once, where it tells something.
+
+    ``(default: X)`` is appended to every option with a value default, also to options
+    without help text; not where the help text states the default itself (e.g. "default:
+    from the weights file name"), not for flags (``store_true``/``store_false``: the default
+    is "not given"), not for empty defaults (``None``, ``''``, ``[]``: the option is unset).
+    """
+
+    @staticmethod
+    def _states_default(action):
+        text = action.help or ''
+        return not ('default' in text.lower() or action.nargs == 0 or not action.option_strings
+                    or action.default is argparse.SUPPRESS
+                    or action.default in (None, '') or action.default in ([], ()))
+
+    def _format_action(self, action):
+        if self._states_default(action):
+            action = copy.copy(action)
+            action.help = ((action.help or '') + ' (default: %(default)s)').lstrip()
+        return super()._format_action(action)
