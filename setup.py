@@ -46,6 +46,7 @@ setup(
         'rn38-cityscapes = issegm.cityscapes:main',
         'rn38-voc = issegm.voc:main',
         'rn38-ade20k = issegm.ade20k:main',
+        'rn38-folder = issegm.folder:main',
         'rn38-predict = issegm.predict:main',
         'rn38-ilsvrc = iclass.ilsvrc:main',
         'rn38-verify-models = rn38.checksums:main',

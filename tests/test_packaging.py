@@ -233,7 +233,8 @@ def test_console_commands_are_the_entries():
     scripts = setup_keywords()['entry_points']['console_scripts']
     targets = dict(re.match(r'([\w-]+) = ([\w.]+):main$', s).groups() for s in scripts)
     assert targets == {'rn38-cityscapes': 'issegm.cityscapes', 'rn38-voc': 'issegm.voc',
-                       'rn38-ade20k': 'issegm.ade20k', 'rn38-predict': 'issegm.predict',
+                       'rn38-ade20k': 'issegm.ade20k', 'rn38-folder': 'issegm.folder',
+                       'rn38-predict': 'issegm.predict',
                        'rn38-ilsvrc': 'iclass.ilsvrc', 'rn38-verify-models': 'rn38.checksums'}
     bindir = os.path.dirname(sys.executable)
     missing = [c for c in targets if not os.path.isfile(os.path.join(bindir, c))]
