@@ -38,6 +38,7 @@ setup(
         'gluoncv==0.10.5.post0',
         'pyyaml',
         'cityscapesscripts',
+        'scipy',
         'tqdm',
         'matplotlib',
     ],

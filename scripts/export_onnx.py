@@ -22,9 +22,6 @@ import re
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if __name__ == '__main__':
-    sys.path.insert(0, os.path.dirname(HERE))
 
 
 def _size(text):

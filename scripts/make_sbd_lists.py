@@ -39,9 +39,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from rn38.atomic import atomic_write_bytes  # noqa: E402
+from rn38.atomic import atomic_write_bytes
 
 VOC_CLASSES = 21
 

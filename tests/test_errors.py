@@ -15,7 +15,7 @@ import iclass
 import issegm
 from rn38 import zoo
 from rn38.params import save_params
-from scripts_path import make_demo_dataset
+from conftest import make_demo_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

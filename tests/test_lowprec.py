@@ -16,7 +16,7 @@ from issegm.evaluate import SegPredictor, val_output_dir
 from rn38 import lowprec
 from rn38.params import load_params, save_params
 from rn38.synthetic import net_entries, synthetic_arrays
-from scripts_path import make_demo_dataset
+from conftest import make_demo_dataset
 
 MINI = 'cityscapes_rna-a1-mini_cls19_s8'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -462,7 +462,7 @@ def test_two_devices_resumed_run_equals_uninterrupted(tmp_path):
     uninterrupted run."""
     from issegm import cli
     from rn38.params import read_params
-    from scripts_path import make_demo_dataset
+    from conftest import make_demo_dataset
     root = str(tmp_path / 'data')
     make_demo_dataset(root, seed=1, train=8, val=0, height=64, width=128)
     label = 'cityscapes_rna-a1-mini_cls19_s8'

@@ -17,7 +17,7 @@ from issegm import cli
 from issegm.datasets import get_dataset_spec
 from issegm.evaluate import SegPredictor, val_output_dir
 from rn38.params import save_params
-from conftest import make_demo_dataset
+from conftest import load_script, make_demo_dataset
 
 MINI = 'cityscapes_rna-a1-mini_cls19_s8'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -464,7 +464,7 @@ def _write_sbd_world(base, rs):
 
 
 def test_make_sbd_lists_writes_the_authors_train_plus(tmp_path, capsys):
-    import make_sbd_lists as tool  # scripts/ is on the path (scripts_path)
+    tool = load_script('make_sbd_lists')
     voc, sbd, segs = _write_sbd_world(str(tmp_path), np.random.RandomState(0))
     # listed relative to VOCdevkit, the lines are the authors' own
     out = os.path.join(os.path.dirname(voc), 'train+.lst')
