@@ -139,7 +139,8 @@ def build_parser(dataset):
                    help='longer side(s) in pixels, e.g. 2048 or 1536,2048,2560')
     t.add_argument('--test-flipping', type=_bool01, nargs='?', const=True,
                    default=d['test_flipping'], metavar='0|1',
-                   help='average with the mirrored input (alone: on)')
+                   help='1: average with the mirrored input, 0: not (alone: 1; default: %d, '
+                        'the published protocol)' % int(d['test_flipping']))
     t.add_argument('--no-test-flipping', dest='test_flipping', action='store_false',
                    help='same as --test-flipping 0')
     t.add_argument('--test-steps', type=int, default=d['test_steps'])

@@ -24,6 +24,7 @@ import os
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -31,14 +32,25 @@ import time  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))
-
-from make_demo_data import make_demo_dataset  # noqa: E402
+from make_demo_data import make_demo_dataset  # noqa: E402  (beside this script)
 from issegm.datasets import get_dataset_spec, list_samples, read_image, read_label  # noqa: E402
 from issegm.transforms import SegTrainTransform  # noqa: E402
-from test_seg_data import authors_draws, authors_read  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _authors_transcription():
+    """The transcription of the authors' crop code that the tests compare against
+    (``tests/test_seg_data.py``), loaded from its file: the independent reference."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(HERE), 'tests', 'test_seg_data.py')
+    spec = importlib.util.spec_from_file_location('authors_transcription', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.authors_draws, module.authors_read
+
+
+_authors_transcription = functools.lru_cache(maxsize=None)(_authors_transcription)
 
 CROP, STRIDE, ORIGIN, SCALES, MAX_SHAPE = 504, 8, 2048, (0.7, 1.3), (1024, 2048)
 
@@ -47,6 +59,7 @@ def run_canvas(transform, spec, sample, rng):
     image = read_image(sample[0])
     label = read_label(spec, sample[1], image.shape)
     params = transform.sample_params(image.shape[:2], rng)
+    authors_draws, authors_read = _authors_transcription()
     rim, labels, _ = authors_read(image, label, *authors_draws(params, image.shape[:2], STRIDE),
                                   crop=CROP, stride=STRIDE, origin_size=ORIGIN,
                                   scale_rate_range=SCALES, max_shape=MAX_SHAPE)

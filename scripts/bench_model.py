@@ -117,9 +117,7 @@ def bench_one(label, task, shape, repeat):
 
 def street_scene_inputs(count, shape, seed):
     """``float32 (1, 3, H, W)`` normalised generated street scenes (scripts/make_demo_data)."""
-    import sys
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from make_demo_data import render_scene
+    from make_demo_data import render_scene  # beside this script
     from rn38.image import IMAGENET_MEAN, IMAGENET_STD
     rng = np.random.default_rng(seed)
     out = []

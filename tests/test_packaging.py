@@ -105,21 +105,25 @@ def imported_top_modules(folders):
 
 
 def test_every_imported_distribution_is_declared():
-    """Third-party imports of the packages and scripts are install_requires, of the tests
-    install_requires or the test extra; which distribution provides a module comes from the
+    """Third-party imports of the packages are install_requires, of the scripts also the
+    export extra, of the tests also the test extra; which distribution provides a module comes from the
     installed metadata (importlib.metadata), not from this project."""
     from importlib.metadata import packages_distributions
     from pip._vendor.packaging.requirements import Requirement
     from pip._vendor.packaging.utils import canonicalize_name
     dist = setup_keywords()
     declared = {canonicalize_name(Requirement(r).name) for r in dist['install_requires']}
-    test_extra = {canonicalize_name(Requirement(r).name) for r in dist['extras_require']['test']}
+    test_extra, export_extra = ({canonicalize_name(Requirement(r).name)
+                                 for r in dist['extras_require'][extra]}
+                                for extra in ('test', 'export'))
     providers = packages_distributions()
     local = {'rn38', 'issegm', 'iclass'} | {
         n[:-3] for d in ('scripts', 'tests') for n in os.listdir(os.path.join(REPO, d))}
     tools = {'pip', 'setuptools'}  # what `python -m venv` installs (Python 3.8-3.11)
-    for folders, allowed in ((('rn38', 'issegm', 'iclass', 'scripts'), declared | tools),
-                             (('tests',), declared | test_extra | tools)):
+    # the export extra (onnx, onnxruntime) serves the export and benchmark scripts only
+    for folders, allowed in ((('rn38', 'issegm', 'iclass'), declared | tools),
+                             (('scripts',), declared | export_extra | tools),
+                             (('tests',), declared | test_extra | export_extra | tools)):
         for module, files in imported_top_modules(folders).items():
             if module in sys.stdlib_module_names or module in local:
                 continue
@@ -193,7 +197,8 @@ def test_entry_files_run_from_anywhere_and_state_each_default_once(tmp_path):
     assert helps['--to-epoch'].endswith('epochs the schedule spans (default: 140)')
     assert helps['--batch-images'].endswith('(default: 16)')
     assert helps['--split'].endswith('(default: train for --phase train, val for --phase val)')
-    assert 'default' not in helps['--test-flipping'] + helps['--weights']
+    assert helps['--test-flipping'].endswith('(alone: 1; default: 1, the published protocol)')
+    assert 'default' not in helps['--weights']
     assert option_helps(results[4][1])['--wd'].endswith('(default: 0.0001)')
     edits = re.compile(r'sys\.path(\.insert|\.append|\[[^\]]*\]\s*=)')
     for folder in ('rn38', 'issegm', 'iclass', 'scripts'):
