@@ -12,7 +12,8 @@ import numpy as np
 
 from rn38 import zoo
 from rn38.loader import BatchLoader
-from rn38.parallel import parse_devices
+from rn38.parallel import hybridize_for_training, parse_devices
+from rn38.runtime import configure_mxnet
 from rn38.train import (LRSchedule, fit, load_trainer_state, make_trainer, resume_epoch,
                         save_config, set_lr_wd_mults, setup_logging)
 
@@ -71,6 +72,7 @@ def train(cfg, logger=None):
 
     Returns the history dict of :func:`rn38.train.fit`.
     """
+    configure_mxnet(debug=cfg.debug, mirror=cfg.backward_do_mirror)  # no-op if the entry did
     spec_model = zoo.parse_label(cfg.model)
     spec = get_dataset_spec(cfg.dataset)
     if spec_model.classes != spec.classes:
@@ -105,7 +107,7 @@ def train(cfg, logger=None):
                     ', '.join(r['ignored']) or '-')
     set_lr_wd_mults(net, double_bias_lr=True)
     if cfg.hybridize:
-        net.hybridize(static_alloc=True, static_shape=True)
+        hybridize_for_training(net)
 
     from_epoch = cfg.from_epoch if cfg.from_epoch is not None \
         else resume_epoch(cfg.weights, cfg.model)

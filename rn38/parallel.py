@@ -140,7 +140,7 @@ def stage_segments(net):
             tail = GlobalPoolFC(net.fc)
             vars(net)['_rn38_pool_fc'] = tail   # bypasses Block.__setattr__: not a child
         if getattr(net, '_active', False) and not getattr(tail, '_active', False):
-            tail.hybridize()
+            tail.hybridize(**dict(getattr(net, '_flags', ())))
         units.append(tail)
     else:
         return None
@@ -295,6 +295,21 @@ def _run(units, x, seeds, ctx):
 # ---------------------------------------------------------------------------------------
 # Forward + backward
 # ---------------------------------------------------------------------------------------
+
+
+# How training hybridizes: ``static_alloc=False``. forward_backward runs the network unit by
+# unit (ResBlocks, the head), each unit its own CachedOp. With ``static_alloc=True`` every
+# CachedOp keeps its forward and backward buffers for the life of the process, so the
+# units' buffers never share memory (the plain step then holds more than the authors'
+# whole-graph Module) and recomputation frees nothing: its memory saving is lost.
+TRAIN_HYBRIDIZE_FLAGS = {'static_alloc': False, 'static_shape': False}
+
+
+def hybridize_for_training(net):
+    """Hybridize ``net`` as the trainers do (see ``TRAIN_HYBRIDIZE_FLAGS``), for plain and
+    recomputing (``mirror``) steps alike; returns ``net``."""
+    net.hybridize(**TRAIN_HYBRIDIZE_FLAGS)
+    return net
 
 
 def release_freed_memory_early(threshold_bytes=128 * 1024):
