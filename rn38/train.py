@@ -231,8 +231,8 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     and ``on_epoch_end(epoch, record)`` (may add e.g. validation scores to ``record``).
     Returns the history dict.
     """
-    from .parallel import (forward_backward, release_freed_memory_early, split_batch,
-                           step_scale, sync_initial_params, worker_info)
+    from .parallel import (forward_backward, release_freed_memory_early, return_free_memory,
+                           split_batch, step_scale, sync_initial_params, worker_info)
     logger = logger or logging.getLogger('rn38')
     # Distributed: every worker takes its own shard of the data and starts from rank 0's
     # weights; the step divides the workers' summed gradients by their number.
@@ -298,6 +298,7 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
                   'lr': trainer.learning_rate, 'seconds': elapsed,
                   'images_per_second': images / elapsed, 'data_wait_seconds': wait}
         record.update(peak_memory_mib(ctx))
+        return_free_memory()   # the step's freed activations, before the checkpoint's buffers
         path = save_checkpoint(net, trainer, out_dir, label, epoch + 1)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)

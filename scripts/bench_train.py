@@ -16,7 +16,8 @@ as in the authors' code (the anchor), each in a fresh process. Per process:
 state, libraries); ``act ratio = (peak mirror - base) / (peak plain - base)``. The
 entries train one epoch on ``--images`` generated images (``scripts/make_demo_data.py``
 at 1024x2048, or ImageNet-layout images for classification) in a temporary folder, or on
-``--data-root``. Example (released A1-s8, crop 256 and 504, batch 1)::
+``--data-root``; segmentation starts from ImageNet weights as the published recipe does
+(the reference values of :mod:`rn38.synthetic` unless ``--weights`` is given). Example (released A1-s8, crop 256 and 504, batch 1)::
 
     python scripts/bench_train.py --mode memory --crops 256,504
 
@@ -81,12 +82,29 @@ def make_data(task, images, folder):
     return folder
 
 
+IMAGENET_WEIGHTS = 'ilsvrc-cls_rna-a1_cls1000_ep-0001.params'
+
+
+def child_weights(args):
+    """Write the ImageNet classifier's weights with the project's reference values
+    (:mod:`rn38.synthetic`, sane BatchNorm statistics) to ``args.out`` (released format)."""
+    import mxnet as mx
+    from rn38.params import save_arrays
+    from rn38.synthetic import net_entries, synthetic_arrays
+    from rn38.zoo import get_model
+    net = get_model(IMAGENET_WEIGHTS.split('_ep-')[0], 'classification')
+    arrays = synthetic_arrays(net_entries(net))
+    save_arrays({k: mx.nd.array(v) for k, v in arrays.items()}, args.out)
+
+
 def entry_command(args, crop, mirror, out_dir):
     """The user's training command for one epoch at ``crop``."""
     cmd = [sys.executable, ENTRIES[args.task], '--phase', 'train', '--model', args.model,
            '--data-root', args.data_root, '--crop-size', str(crop),
            '--batch-images', str(args.batch), '--to-epoch', '1', '--output', out_dir,
            '--no-progress']
+    if args.weights:
+        cmd += ['--weights', args.weights]
     if mirror:
         cmd.append('--backward-do-mirror')
     return cmd
@@ -170,6 +188,12 @@ def mode_memory(args):
     with tempfile.TemporaryDirectory(prefix='bench_train_data_') as data_dir:
         if args.data_root is None:
             args.data_root = make_data(args.task, args.images, data_dir)
+        if args.task == 'segmentation' and args.weights is None:
+            # fine-tuning from ImageNet weights, as the published recipe (random weights
+            # with frozen BatchNorm statistics diverge within a few updates)
+            args.weights = os.path.join(data_dir, IMAGENET_WEIGHTS)
+            run_measured([sys.executable, os.path.abspath(__file__), '--child', 'weights',
+                          '--out', args.weights], args.timeout)
         base = run_entry(args, 32, False)['peak'] if args.base else None
         rows = []
         for crop in args.crops:
@@ -301,6 +325,9 @@ def parse_args(argv=None):
     ap.add_argument('--images', type=int, default=3,
                     help='training images generated for the entries (updates = images / batch)')
     ap.add_argument('--data-root', default=None, help='train on this data instead')
+    ap.add_argument('--weights', default=None,
+                    help='--weights of the entries (default for segmentation: ImageNet '
+                         'weights with the reference values of rn38.synthetic)')
     ap.add_argument('--steps', type=int, default=2, help='timed steps (speed mode, anchor)')
     ap.add_argument('--no-base', dest='base', action='store_false',
                     help='skip the 32-pixel run that gives the base memory')
@@ -310,6 +337,7 @@ def parse_args(argv=None):
     ap.add_argument('--json', help='also write the rows to this JSON file')
     ap.add_argument('--child', help=argparse.SUPPRESS)
     ap.add_argument('--crop', type=int, help=argparse.SUPPRESS)
+    ap.add_argument('--out', help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     cls = args.task == 'classification'
     args.model = args.model or DEFAULT_MODEL[args.task]
@@ -324,6 +352,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.child == 'module':
         child_module(args)
+        return
+    if args.child == 'weights':
+        child_weights(args)
         return
     rows = MODES[args.mode](args)
     print_table(rows)
