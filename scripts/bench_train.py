@@ -287,6 +287,28 @@ def mode_speed(args):
     return rows
 
 
+def planning_rows(rows, budgets_gib=(8, 16, 24), multiple=8):
+    """The largest crop that fits each memory budget, from the memory table.
+
+    Model: ``peak(crop) = base + k * crop**2`` (activations grow with the pixels), per mode
+    ``k`` the largest ``(peak - base) / crop**2`` of the measured crops (the conservative
+    one); crops rounded down to a ``multiple``. An extrapolation beyond the largest crop
+    measured, which the rows say."""
+    if not rows or 'base MiB' not in rows[0]:
+        return []
+    base = rows[0]['base MiB']
+    measured = max(r['crop'] for r in rows)
+    out = []
+    for mode in ('plain', 'mirror'):
+        k = max((r['peak ' + mode] - base) / float(r['crop'] ** 2) for r in rows)
+        row = {'mode': mode, 'MiB per Mpx': k * 1e6}
+        for gib in budgets_gib:
+            crop = int(((gib * 1024.0 - base) / k) ** 0.5) // multiple * multiple
+            row['crop <= %d GiB' % gib] = '%d%s' % (crop, '' if crop <= measured else ' (fit)')
+        out.append(row)
+    return out
+
+
 MODES = {'memory': mode_memory, 'speed': mode_speed}
 
 
@@ -358,6 +380,12 @@ def main(argv=None):
         return
     rows = MODES[args.mode](args)
     print_table(rows)
+    if args.mode == 'memory':
+        plan = planning_rows(rows)
+        if plan:
+            print('\nlargest crop at batch %d within a budget of whole-process peak RSS '
+                  '(peak = base + k * crop^2, k from the crops above):' % args.batch)
+            print_table(plan)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=1)
