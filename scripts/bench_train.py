@@ -365,7 +365,7 @@ def parse_args(argv=None):
     args.model = args.model or DEFAULT_MODEL[args.task]
     args.crops = args.crops or ([224] if cls else [256, 504])
     args.batch = args.batch or (8 if cls else 1)
-    if args.images < args.batch:
+    if not args.child and args.images < args.batch:
         ap.error('--images %d: need at least one batch (--batch %d)' % (args.images, args.batch))
     return args
 
@@ -380,7 +380,7 @@ def main(argv=None):
         return
     rows = MODES[args.mode](args)
     print_table(rows)
-    if args.mode == 'memory':
+    if args.mode == 'memory' and args.task == 'segmentation':
         plan = planning_rows(rows)
         if plan:
             print('\nlargest crop at batch %d within a budget of whole-process peak RSS '
