@@ -204,6 +204,8 @@ def mode_memory(args):
             if base is not None:
                 row['base MiB'] = base
             row.update({'peak plain': plain['peak'], 'peak mirror': mirror['peak']})
+            row.update({'train plain': plain['logged peak'],
+                        'train mirror': mirror['logged peak']})
             if module:
                 row['peak Module'] = module['peak']
             if base is not None:
@@ -290,21 +292,28 @@ def mode_speed(args):
 def planning_rows(rows, budgets_gib=(8, 16, 24), multiple=8):
     """The largest crop that fits each memory budget, from the memory table.
 
-    Model: ``peak(crop) = base + k * crop**2`` (activations grow with the pixels), per mode
-    ``k`` the largest ``(peak - base) / crop**2`` of the measured crops (the conservative
-    one); crops rounded down to a ``multiple``. An extrapolation beyond the largest crop
-    measured, which the rows say."""
-    if not rows or 'base MiB' not in rows[0]:
+    Model: the training step's peak (the ``train`` columns, logged by the trainer before
+    the checkpoint) grows with the pixels, ``a + k * crop**2``, ``a`` and ``k`` through the
+    two largest measured crops; the whole process also peaks at the ``base`` run's value
+    (loading, checkpoint) whatever the crop. Crops rounded down to a ``multiple``; "(fit)"
+    marks crops beyond the largest measured one (an extrapolation)."""
+    if len(rows) < 2:
         return []
-    base = rows[0]['base MiB']
-    measured = max(r['crop'] for r in rows)
-    out = []
+    (small, large), out = sorted(rows, key=lambda r: r['crop'])[-2:], []
+    floor = rows[0].get('base MiB', 0.0)
     for mode in ('plain', 'mirror'):
-        k = max((r['peak ' + mode] - base) / float(r['crop'] ** 2) for r in rows)
-        row = {'mode': mode, 'MiB per Mpx': k * 1e6}
+        k = (large['train ' + mode] - small['train ' + mode]) / float(
+            large['crop'] ** 2 - small['crop'] ** 2)
+        a = large['train ' + mode] - k * large['crop'] ** 2
+        row = {'mode': mode, 'MiB per Mpx': k * 1e6, 'MiB at crop 0': a}
         for gib in budgets_gib:
-            crop = int(((gib * 1024.0 - base) / k) ** 0.5) // multiple * multiple
-            row['crop <= %d GiB' % gib] = '%d%s' % (crop, '' if crop <= measured else ' (fit)')
+            budget = gib * 1024.0
+            if k <= 0 or budget < max(a, floor):
+                row['crop <= %d GiB' % gib] = '-'
+                continue
+            crop = int(((budget - a) / k) ** 0.5) // multiple * multiple
+            row['crop <= %d GiB' % gib] = '%d%s' % (crop, '' if crop <= large['crop'] else
+                                                     ' (fit)')
         out.append(row)
     return out
 
