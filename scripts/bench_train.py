@@ -12,8 +12,13 @@ as in the authors' code (the anchor), each in a fresh process. Per process:
 * ``step``: the median seconds of the training updates after the first (the entry's
   ``history.json`` records each update's time; the anchor times its own steps).
 
-``base`` is the peak of the plain entry at a 32-pixel crop (weights, gradients, optimizer
-state, libraries); ``act ratio = (peak mirror - base) / (peak plain - base)``. The
+* ``train``: the peak RSS the trainer logged at the end of the epoch, before writing the
+  checkpoint (``peak_rss_mib`` of ``history.json``): the training steps' peak.
+
+``base`` is the whole-process peak of the plain entry at a 32-pixel crop (weights,
+gradients, optimizer state, libraries, loading the weights, writing the checkpoint);
+``act ratio = (peak mirror - base) / (peak plain - base)`` (meaningless when the mirrored
+peak is below ``base``: the whole process then peaks outside the training steps). The
 entries train one epoch on ``--images`` generated images (``scripts/make_demo_data.py``
 at 1024x2048, or ImageNet-layout images for classification) in a temporary folder, or on
 ``--data-root``; segmentation starts from ImageNet weights as the published recipe does
