@@ -449,3 +449,13 @@ def test_import_sets_nothing_and_settings_apply_after_import():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ['None', 'None', '2.0']
     assert 'start using engine: NaiveEngine' in proc.stderr
+
+
+def test_epoch_memory_record_on_gpus_reads_mxnets_device_figure(monkeypatch):
+    """The GPU branch (not runnable here): per device, total - free of MXNet's own query."""
+    from rn38.train import peak_memory_mib
+    info = {0: (3 * 2 ** 30, 12 * 2 ** 30), 1: (10 * 2 ** 30, 12 * 2 ** 30)}
+    monkeypatch.setattr(mx.context, 'gpu_memory_info', lambda device_id=0: info[device_id])
+    record = peak_memory_mib([mx.gpu(0), mx.gpu(1)])
+    assert record['gpu_memory_mib'] == [9 * 1024.0, 2 * 1024.0]
+    assert 0 < record['peak_rss_mib'] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
