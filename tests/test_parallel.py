@@ -459,3 +459,20 @@ def test_epoch_memory_record_on_gpus_reads_mxnets_device_figure(monkeypatch):
     record = peak_memory_mib([mx.gpu(0), mx.gpu(1)])
     assert record['gpu_memory_mib'] == [9 * 1024.0, 2 * 1024.0]
     assert 0 < record['peak_rss_mib'] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def test_entry_sets_mxnet_from_its_options(tmp_path):
+    """`issegm/cityscapes.py --debug` reaches MXNet (synchronous engine) through the options,
+    with no MXNet variable in the environment."""
+    from scripts_path import make_demo_dataset, REPO
+    root = str(tmp_path / 'data')
+    make_demo_dataset(root, seed=1, train=1, val=1, height=64, width=128)
+    env = {k: v for k, v in os.environ.items() if not k.startswith('MXNET_')}
+    cmd = [sys.executable, os.path.join(REPO, 'issegm', 'cityscapes.py'), '--phase', 'train',
+           '--data-root', root, '--model', SEG, '--output', str(tmp_path / 'out'),
+           '--batch-images', '1', '--crop-size', '48', '--origin-size', '128', '--to-epoch', '1',
+           '--no-progress', '--gpus', 'cpu', '--debug']
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'start using engine: NaiveEngine' in proc.stderr
+    assert 'peak RSS' in proc.stderr
