@@ -475,4 +475,4 @@ def test_entry_sets_mxnet_from_its_options(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'start using engine: NaiveEngine' in proc.stderr
-    assert 'peak RSS' in proc.stderr
+    assert 'peak RSS' in proc.stdout + proc.stderr
