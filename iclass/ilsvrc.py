@@ -171,6 +171,9 @@ def main(argv=None):
     bad input ends in one ``error:`` line and exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # before MXNet runs anything: its engine and workspaces follow the options
+    from rn38.runtime import configure_mxnet
+    configure_mxnet(debug=args.debug, mirror=args.phase == 'train' and args.backward_do_mirror)
     try:
         cfg = config_from_args(args)
     except ValueError:

@@ -471,7 +471,10 @@ def train(cfg, logger=None):
     ``cfg.split`` with the authors' recipe; resumable from its own checkpoints.
     Returns the history of :func:`rn38.train.fit`."""
     from rn38 import train as shared
+    from rn38.parallel import hybridize_for_training
+    from rn38.runtime import configure_mxnet
     import iclass
+    configure_mxnet(debug=cfg.debug, mirror=cfg.backward_do_mirror)  # no-op if the entry did
     spec = resolve_label(cfg)
     label = spec.label
     if not cfg.to_epoch:
@@ -560,7 +563,7 @@ def _train_locked(cfg, spec, from_epoch, stop_epoch, run_id, logger):
                     ', '.join(report['mismatched']) or '-', len(report['ignored']),
                     ', '.join(report['ignored']) or '-')
     set_authors_wd_mults(net)
-    net.hybridize(static_alloc=True)
+    hybridize_for_training(net)
 
     trainer = shared.make_trainer(net, 'torchnesterov',
                                   {'learning_rate': cfg.base_lr, 'momentum': cfg.momentum,

@@ -249,6 +249,9 @@ def main(dataset, argv=None):
     except ValueError as err:  # a bad label or weights path: one line, no traceback
         sys.stderr.write('error: %s\n' % err)
         return 2
+    # before MXNet runs anything: its engine and workspaces follow the options
+    from rn38.runtime import configure_mxnet
+    configure_mxnet(debug=cfg.debug, mirror=cfg.phase == 'train' and cfg.backward_do_mirror)
     from rn38.train import setup_logging, TrainingInterrupted
     logger = setup_logging(cfg.log_file, cfg.debug)
     logger.info('config: %s', vars(cfg))

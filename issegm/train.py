@@ -12,7 +12,8 @@ import numpy as np
 
 from rn38 import zoo
 from rn38.loader import BatchLoader
-from rn38.parallel import parse_devices
+from rn38.parallel import hybridize_for_training, parse_devices
+from rn38.runtime import configure_mxnet
 from rn38.train import (LRSchedule, claim_output, fit, interrupted, load_trainer_state,
                         make_trainer, resume_epoch, save_config, set_lr_wd_mults,
                         setup_logging)
@@ -84,6 +85,7 @@ def train(cfg, logger=None):
 
     Returns the history dict of :func:`rn38.train.fit`.
     """
+    configure_mxnet(debug=cfg.debug, mirror=cfg.backward_do_mirror)  # no-op if the entry did
     spec_model = zoo.parse_label(cfg.model)
     spec = spec_from_config(cfg)
     if spec_model.classes != spec.classes:
@@ -173,7 +175,7 @@ def _train_locked(cfg, spec, spec_model, from_epoch, run_id, logger):
                     ', '.join(r['ignored']) or '-')
     set_lr_wd_mults(net, double_bias_lr=True)
     if cfg.hybridize:
-        net.hybridize(static_alloc=True, static_shape=True)
+        hybridize_for_training(net)
 
     trainer = make_trainer(net, 'sgd', {'learning_rate': cfg.base_lr, 'momentum': 0.9,
                                         'wd': cfg.weight_decay}, cfg.kvstore, len(ctx))

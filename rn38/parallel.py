@@ -141,7 +141,7 @@ def stage_segments(net):
             tail = GlobalPoolFC(net.fc)
             vars(net)['_rn38_pool_fc'] = tail   # bypasses Block.__setattr__: not a child
         if getattr(net, '_active', False) and not getattr(tail, '_active', False):
-            tail.hybridize()
+            tail.hybridize(**dict(getattr(net, '_flags', ())))
         units.append(tail)
     else:
         return None
@@ -298,6 +298,21 @@ def _run(units, x, seeds, ctx):
 # ---------------------------------------------------------------------------------------
 
 
+# How training hybridizes: ``static_alloc=False``. forward_backward runs the network unit by
+# unit (ResBlocks, the head), each unit its own CachedOp. With ``static_alloc=True`` every
+# CachedOp keeps its forward and backward buffers for the life of the process, so the
+# units' buffers never share memory (the plain step then holds more than the authors'
+# whole-graph Module) and recomputation frees nothing: its memory saving is lost.
+TRAIN_HYBRIDIZE_FLAGS = {'static_alloc': False, 'static_shape': False}
+
+
+def hybridize_for_training(net):
+    """Hybridize ``net`` as the trainers do (see ``TRAIN_HYBRIDIZE_FLAGS``), for plain and
+    recomputing (``mirror``) steps alike; returns ``net``."""
+    net.hybridize(**TRAIN_HYBRIDIZE_FLAGS)
+    return net
+
+
 def release_freed_memory_early(threshold_bytes=128 * 1024):
     """glibc: serve allocations above ``threshold_bytes`` with mmap, so memory freed by
     the recomputation goes back to the system instead of staying in a fragmented heap
@@ -307,6 +322,20 @@ def release_freed_memory_early(threshold_bytes=128 * 1024):
     try:
         libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
         return bool(libc.mallopt(-3, int(threshold_bytes)))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+def return_free_memory():
+    """glibc: give the free pages of the heap back to the system (``malloc_trim(0)``), e.g.
+    the activations of the last step before a checkpoint is serialised, so that the
+    checkpoint's buffers do not add to them. Returns False where this is not glibc."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        libc.malloc_trim(0)
+        return True
     except (OSError, AttributeError):
         return False
 

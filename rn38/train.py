@@ -562,6 +562,24 @@ def plot_history(history, path, title=''):
     plt.close(fig)
 
 
+def peak_memory_mib(ctx):
+    """The memory figure of an epoch record, MiB: ``{'peak_rss_mib': ...}``, the peak
+    resident set size of this process so far (``ru_maxrss``, Linux KiB), and on GPUs also
+    ``'gpu_memory_mib'``: per GPU of ``ctx``, the device memory in use (total - free from
+    ``mx.context.gpu_memory_info``). MXNet's pooled GPU allocator keeps what it once
+    allocated, so that figure is the pool's high-water mark, i.e. the peak of MXNet's use."""
+    import resource
+    record = {'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    gpus = [c for c in ctx if c.device_type == 'gpu']
+    if gpus:
+        used = []
+        for c in gpus:
+            free, total = mx.context.gpu_memory_info(c.device_id)
+            used.append((total - free) / 2.0 ** 20)
+        record['gpu_memory_mib'] = used
+    return record
+
+
 def _write_epoch_csv(epochs, path):
     keys = sorted({k for e in epochs for k in e})
     with atomic_path(path) as tmp:
@@ -645,8 +663,8 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     ``history.json``, ``epochs.csv``, ``loss_curve.png``.
     Returns the history dict.
     """
-    from .parallel import (forward_backward, release_freed_memory_early, split_batch,
-                           step_scale, sync_initial_params, worker_info)
+    from .parallel import (forward_backward, release_freed_memory_early, return_free_memory,
+                           split_batch, step_scale, sync_initial_params, worker_info)
     logger = logger or logging.getLogger('rn38')
     if keep_checkpoints < 0 or val_every < 0:
         raise ValueError('--keep-checkpoints and --val-every take a number >= 0')
@@ -682,6 +700,7 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
                    unit='batch', disable=not progress, dynamic_ncols=True)
         for i, (data, target) in enumerate(bar):
             n = epoch * updates_per_epoch + i + 1
+            step_start = time.time()
             trainer.set_learning_rate(schedule(n))
             data_list, label_list = split_batch(data, target, ctx)
             batch_loss, batch_count, outputs = forward_backward(
@@ -698,7 +717,8 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
             if not math.isfinite(step_loss):
                 raise FloatingPointError('loss is %s at epoch %d, update %d: lower --base-lr'
                                          % (step_loss, epoch + 1, i + 1))
-            history['updates'].append({'update': n, 'loss': step_loss, 'lr': trainer.learning_rate})
+            history['updates'].append({'update': n, 'loss': step_loss, 'lr': trainer.learning_rate,
+                                       'seconds': time.time() - step_start})
             wait = getattr(loader, 'wait_seconds', 0.0)
             bar.set_postfix(loss='%.4f' % step_loss, acc='%.3f' % (correct / max(total, 1)),
                             img_s='%.2f' % (images / (time.time() - start)),
@@ -712,6 +732,8 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
                   'loss': loss_sum / max(count_sum, 1e-12), 'accuracy': correct / max(total, 1),
                   'lr': trainer.learning_rate, 'seconds': elapsed,
                   'images_per_second': images / elapsed, 'data_wait_seconds': wait}
+        record.update(peak_memory_mib(ctx))
+        return_free_memory()   # the step's freed activations, before the checkpoint's buffers
         # The history first: a run killed before the checkpoint is complete resumes from
         # the one before, dropping this record; killed after, it keeps it.
         history['epochs'].append(record)
@@ -726,9 +748,13 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
         prune_checkpoints(out_dir, label, epoch + 1, keep_checkpoints, keep_epochs, logger)
         _write_epoch_csv(history['epochs'], os.path.join(out_dir, 'epochs.csv'))
         plot_history(history, os.path.join(out_dir, 'loss_curve.png'), label)
+        memory = 'peak RSS %.0f MiB' % record['peak_rss_mib']
+        if 'gpu_memory_mib' in record:
+            memory += ', GPU memory %s MiB' % '/'.join('%.0f' % m for m in record['gpu_memory_mib'])
         logger.info('epoch %d: loss %.4f, accuracy %.4f, lr %.3g, %.2f images/s, data wait '
-                    '%.1f s of %.1f s; saved %s', epoch + 1, record['loss'], record['accuracy'],
-                    record['lr'], record['images_per_second'], wait, elapsed, path)
+                    '%.1f s of %.1f s, %s; saved %s', epoch + 1, record['loss'],
+                    record['accuracy'], record['lr'], record['images_per_second'], wait, elapsed,
+                    memory, path)
     return history
 
 

@@ -1,46 +1,32 @@
 #!/usr/bin/env python3
 """Training benchmarks: one function per mode, one table printer.
 
-``--mode speed``: the time of one training step of the released A1-s8 (forward,
-backward, update; batch 1, crop 256 by default), ours against the same network driven by
-``mx.mod.Module`` as in the authors' code, measured alternately in one process; the
-ratio Module / ours is > 1 when ours is faster.
+``--mode memory`` measures what the user runs: for each crop, the training entry
+(``issegm/cityscapes.py --phase train``, or ``iclass/ilsvrc.py --phase train`` with
+``--task classification``) with its defaults, once plain and once with
+``--backward-do-mirror``, and the same network exported and driven by ``mx.mod.Module``
+as in the authors' code (the anchor), each in a fresh process. Per process:
 
-``--mode memory``: for each crop, the training step time and the peak memory with and
-without segment recomputation (``--backward-do-mirror``, :func:`rn38.parallel.forward_backward`
-with ``mirror=True``). Every configuration runs in a fresh subprocess that reports
+* ``peak``: whole-process peak RSS in MiB (``ru_maxrss`` of the child from ``wait4``, the
+  figure ``/usr/bin/time -f %M`` prints), including data loading and checkpointing;
+* ``step``: the median seconds of the training updates after the first (the entry's
+  ``history.json`` records each update's time; the anchor times its own steps).
 
-* ``base``: its peak RSS (``ru_maxrss``) after one SGD-momentum step on a 32x32 input,
-  i.e. the process with weights, gradients and optimizer state (and the libraries);
-* ``peak``: its peak RSS after the measured steps at the crop;
-* ``step``: the mean wall time of the measured steps (after one warm-up step).
+* ``train``: the peak RSS the trainer logged at the end of the epoch, before writing the
+  checkpoint (``peak_rss_mib`` of ``history.json``): the training steps' peak.
 
-``act = peak - base`` is the memory above weights/gradients/optimizer state; the table
-gives ``act(mirror) / act(plain)`` (target <= 0.5) and ``step(mirror) / step(plain)``
-(target <= 1.35). Memory in MiB, time in seconds. ``--alloc lean`` runs the children with
-one MXNet CPU workspace copy and glibc mmap for large blocks (see ``LEAN_ALLOC_ENV``);
-with the defaults, workspace copies and heap fragmentation hide most of the saving on
-CPU. Measured (released A1-s8, batch 1, 2 measured steps, 2-core AMD EPYC, MXNet 1.9.1
-oneDNN)::
+``base`` is the whole-process peak of the plain entry at a 32-pixel crop (weights,
+gradients, optimizer state, libraries, loading the weights, writing the checkpoint);
+``act ratio = (peak mirror - base) / (peak plain - base)`` (meaningless when the mirrored
+peak is below ``base``: the whole process then peaks outside the training steps). The
+entries train one epoch on ``--images`` generated images (``scripts/make_demo_data.py``
+at 1024x2048, or ImageNet-layout images for classification) in a temporary folder, or on
+``--data-root``; segmentation starts from ImageNet weights as the published recipe does
+(the reference values of :mod:`rn38.synthetic` unless ``--weights`` is given). Example (released A1-s8, crop 256 and 504, batch 1)::
 
-    OMP_NUM_THREADS=1 python scripts/bench_train.py --mode memory --crops 504,256 --alloc lean
+    python scripts/bench_train.py --mode memory --crops 256,504
 
-    crop  base  act plain  act mirror  act ratio  step plain s  step mirror s  time ratio
-     504  1741       2556         764       0.30         37.65          47.65        1.27
-     256  1741        717         326       0.45          9.86          12.72        1.29
-
-(memory identical in a second run, time ratios 1.30 and 1.27 there: +-3 % between runs).
-
-Before the head change of :func:`rn38.parallel.forward_backward` the mirror acts were
-1491 (0.58) and 463 (0.65) MiB: MKLDNN runs the backward-data of the dilated 3x3
-``conv6a`` (4096 -> 512 channels) as a GEMM into an im2col buffer of 4096 x 9 x H x W
-floats (558 MiB at crop 504, 144 MiB at 256) that oneDNN keeps as its scratchpad for the
-rest of the process, in both modes; the recomputation now computes that input gradient
-as a forward convolution with the flipped weights instead (no such buffer; also faster).
-``scripts/diag_mirror.py`` prints the RSS after every segment run. A quick run::
-
-    OMP_NUM_THREADS=1 python scripts/bench_train.py --mode memory \\
-        --model cityscapes_rna-a1-mini_cls19_s8 --crops 256
+``--mode speed``: ours against the Module in one process (step times alternately).
 """
 import argparse
 import json
@@ -48,7 +34,16 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+ENTRIES = {'segmentation': os.path.join(ROOT, 'issegm', 'cityscapes.py'),
+           'classification': os.path.join(ROOT, 'iclass', 'ilsvrc.py')}
+DEFAULT_MODEL = {'segmentation': 'cityscapes_rna-a1_cls19_s8',
+                 'classification': 'ilsvrc-cls_rna-a1_cls1000'}
 
 
 def peak_rss_mib():
@@ -56,108 +51,179 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _task(label):
-    from rn38.zoo import REGISTERED, parse_label
-    if label in REGISTERED['classification'] or parse_label(label).dataset.endswith('-cls'):
-        return 'classification'
-    return 'segmentation'
+def run_measured(cmd, timeout, env=None):
+    """Run ``cmd`` in a fresh process; ``(peak RSS MiB, stdout)``. RuntimeError if it fails."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
+        deadline = time.time() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.time() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                raise RuntimeError('timed out after %.0f s: %s' % (timeout, ' '.join(cmd)))
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError('%s failed (%d):\n%s' % (' '.join(cmd), proc.returncode,
+                                                        err.read().decode()[-3000:]))
+        return usage.ru_maxrss / 1024.0, out.read().decode()
 
 
-def _losses():
+def make_data(task, images, folder):
+    """Generated training data for ``task`` in ``folder``; returns the data root."""
+    if task == 'segmentation':
+        from scripts.make_demo_data import make_demo_dataset
+        make_demo_dataset(folder, train=images, val=1, height=1024, width=2048, color=False)
+    else:
+        sys.path.insert(0, os.path.join(ROOT, 'tests'))
+        from make_imagenet import make_imagenet
+        make_imagenet(folder, classes=5, per_class=-(-images // 5), val_per_class=1)
+    return folder
+
+
+IMAGENET_WEIGHTS = 'ilsvrc-cls_rna-a1_cls1000_ep-0001.params'
+
+
+def child_weights(args):
+    """Write the ImageNet classifier's weights with the project's reference values
+    (:mod:`rn38.synthetic`, sane BatchNorm statistics) to ``args.out`` (released format)."""
     import mxnet as mx
-
-    def seg_loss(scores, label):
-        """Summed pixel softmax CE; count = pixels. ``(N, C, h, w)``, ``(N, h, w)``."""
-        flat = scores.transpose((0, 2, 3, 1)).reshape((-1, scores.shape[1]))
-        picked = mx.nd.pick(mx.nd.log_softmax(flat), label.reshape((-1,)), axis=1)
-        return -picked.sum(), mx.nd.array([label.size], ctx=label.context)
-
-    def cls_loss(scores, label):
-        """Summed softmax CE; count = N. ``(N, C)``, ``(N,)``."""
-        picked = mx.nd.pick(mx.nd.log_softmax(scores), label, axis=1)
-        return -picked.sum(), mx.nd.array([label.shape[0]], ctx=label.context)
-
-    return seg_loss, cls_loss
+    from rn38.params import save_arrays
+    from rn38.synthetic import net_entries, synthetic_arrays
+    from rn38.zoo import get_model
+    net = get_model(IMAGENET_WEIGHTS.split('_ep-')[0], 'classification')
+    arrays = synthetic_arrays(net_entries(net))
+    save_arrays({k: mx.nd.array(v) for k, v in arrays.items()}, args.out)
 
 
-def child_step_memory(args):
-    """One configuration in this (fresh) process; prints one JSON line."""
+def entry_command(args, crop, mirror, out_dir):
+    """The user's training command for one epoch at ``crop``."""
+    cmd = [sys.executable, ENTRIES[args.task], '--phase', 'train', '--model', args.model,
+           '--data-root', args.data_root, '--crop-size', str(crop),
+           '--batch-images', str(args.batch), '--to-epoch', '1', '--output', out_dir,
+           '--no-progress']
+    if args.weights:
+        cmd += ['--weights', args.weights]
+    if mirror:
+        cmd.append('--backward-do-mirror')
+    return cmd
+
+
+def _median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
+def run_entry(args, crop, mirror):
+    """``{'peak': MiB, 'step': s}`` of the entry in a fresh process."""
+    with tempfile.TemporaryDirectory(prefix='bench_train_') as out_dir:
+        peak, _ = run_measured(entry_command(args, crop, mirror, out_dir), args.timeout)
+        with open(os.path.join(out_dir, 'history.json')) as f:
+            history = json.load(f)
+    seconds = [u['seconds'] for u in history['updates']]
+    return {'peak': peak, 'step': _median(seconds[1:] or seconds),
+            'logged peak': history['epochs'][-1]['peak_rss_mib']}
+
+
+def run_module(args, crop):
+    """``{'peak': MiB, 'step': s}`` of the Module anchor in a fresh process."""
+    cmd = [sys.executable, os.path.abspath(__file__), '--child', 'module', '--task', args.task,
+           '--model', args.model, '--crop', str(crop), '--batch', str(args.batch),
+           '--steps', str(args.steps)]
+    peak, out = run_measured(cmd, args.timeout)
+    return {'peak': peak, 'step': json.loads(out.strip().splitlines()[-1])['step']}
+
+
+def child_module(args):
+    """The anchor, in this fresh process: our network's symbol (the authors' graph) with a
+    softmax output, bound and trained by ``mx.mod.Module`` (SGD, momentum 0.9), one
+    warm-up step then ``--steps`` timed ones on random data; prints one JSON line."""
     import mxnet as mx
     import numpy as np
-    from mxnet import gluon
-    from rn38 import parallel
     from rn38.zoo import get_model
 
-    task = _task(args.model)
+    seg = args.task == 'segmentation'
     mx.random.seed(0)
-    net = get_model(args.model, task, freeze_bn=(task == 'segmentation'))
-    if args.hybridize:
-        net.hybridize()
-    seg_loss, cls_loss = _losses()
-    loss_fn = seg_loss if task == 'segmentation' else cls_loss
-    params = {k: p for k, p in net.collect_params().items() if p.grad_req != 'null'}
-    trainer = gluon.Trainer(params, 'sgd', {'learning_rate': 1e-6, 'momentum': 0.9, 'wd': 1e-4},
-                            kvstore=None)
+    net = get_model(args.model, args.task, freeze_bn=seg)
+    sym = net(mx.sym.var('data'))
+    params = net.collect_params()
+    arg_names, aux_names = set(sym.list_arguments()), set(sym.list_auxiliary_states())
+    arg_params = {n: p.data() for n, p in params.items() if n in arg_names}
+    aux_params = {n: p.data() for n, p in params.items() if n in aux_names}
+    classes, stride = net.classes, getattr(net, 'feat_stride', None)
+    del net, params
     rs = np.random.RandomState(0)
-    classes = net.classes
-
-    def step(crop):
-        x = mx.nd.array(rs.standard_normal((args.batch, 3, crop, crop)))
-        if task == 'segmentation':
-            out = -(-crop // net.feat_stride)
-            y = mx.nd.array(rs.randint(0, classes, (args.batch, out, out)))
-        else:
-            y = mx.nd.array(rs.randint(0, classes, (args.batch,)))
-        parallel.forward_backward(net, [x], [y], loss_fn, mirror=args.mirror)
-        trainer.step(1)
+    x = mx.nd.array(rs.standard_normal((args.batch, 3, args.crop, args.crop)))
+    if seg:
+        side = -(-args.crop // stride)
+        y = mx.nd.array(rs.randint(0, classes, (args.batch, side * side)))
+        sym = mx.sym.SoftmaxOutput(sym.reshape((0, 0, -1)), mx.sym.var('softmax_label'),
+                                   multi_output=True, use_ignore=True, ignore_label=255,
+                                   normalization='valid', name='softmax')
+    else:
+        y = mx.nd.array(rs.randint(0, classes, (args.batch,)))
+        sym = mx.sym.SoftmaxOutput(sym, mx.sym.var('softmax_label'), name='softmax')
+    mod = mx.mod.Module(sym, context=mx.cpu())
+    mod.bind(data_shapes=[('data', x.shape)], label_shapes=[('softmax_label', y.shape)],
+             for_training=True)
+    mod.init_params(arg_params=arg_params, aux_params=aux_params)
+    del arg_params, aux_params
+    mod.init_optimizer(optimizer='sgd', optimizer_params={
+        'learning_rate': 1e-6, 'momentum': 0.9, 'wd': 5e-4})
+    batch = mx.io.DataBatch([x], [y])
+    times = []
+    for _ in range(args.steps + 1):
+        start = time.time()
+        mod.forward_backward(batch)
+        mod.update()
         mx.nd.waitall()
-
-    step(32)
-    base = peak_rss_mib()
-    step(args.crop)                       # warm-up (shape-specific plans, primitives)
-    start = time.time()
-    for _ in range(args.steps):
-        step(args.crop)
-    seconds = (time.time() - start) / args.steps
-    print(json.dumps({'base': base, 'peak': peak_rss_mib(), 'step': seconds}), flush=True)
-
-
-# Allocation settings that let freed activation memory be reused / returned: one MXNet
-# CPU temporary-workspace copy instead of several that each grow to the largest request,
-# and glibc mmap for every block >= 128 KiB (no heap fragmentation of freed activations).
-LEAN_ALLOC_ENV = {'MXNET_CPU_TEMP_COPY': '1', 'MALLOC_MMAP_THRESHOLD_': '131072'}
-
-
-def _run_child(args, crop, mirror):
-    cmd = [sys.executable, os.path.abspath(__file__), '--child', 'memory', '--model', args.model,
-           '--crop', str(crop), '--mirror', str(int(mirror)), '--steps', str(args.steps),
-           '--batch', str(args.batch), '--hybridize', str(int(args.hybridize))]
-    env = dict(os.environ)
-    if args.alloc == 'lean':
-        env.update(LEAN_ALLOC_ENV)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                          timeout=args.timeout)
-    if proc.returncode != 0:
-        raise RuntimeError('child %s failed:\n%s' % (' '.join(cmd), proc.stderr.decode()[-3000:]))
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        times.append(time.time() - start)
+    print(json.dumps({'step': _median(times[1:])}), flush=True)
 
 
 def mode_memory(args):
-    """Rows of the memory table: one per crop, plain vs mirror."""
-    rows = []
-    for crop in args.crops:
-        plain = _run_child(args, crop, False)
-        mirror = _run_child(args, crop, True)
-        act_p, act_m = plain['peak'] - plain['base'], mirror['peak'] - mirror['base']
-        rows.append({
-            'model': args.model, 'crop': crop, 'batch': args.batch, 'alloc': args.alloc,
-            'base MiB': plain['base'],
-            'peak plain': plain['peak'], 'peak mirror': mirror['peak'],
-            'act plain': act_p, 'act mirror': act_m,
-            'act ratio': act_m / act_p if act_p > 0 else float('nan'),
-            'step plain s': plain['step'], 'step mirror s': mirror['step'],
-            'time ratio': mirror['step'] / plain['step'],
-        })
+    """Rows of the memory table: one per crop; plain, mirror and Module side by side."""
+    with tempfile.TemporaryDirectory(prefix='bench_train_data_') as data_dir:
+        if args.data_root is None:
+            args.data_root = make_data(args.task, args.images, data_dir)
+        if args.task == 'segmentation' and args.weights is None:
+            # fine-tuning from ImageNet weights, as the published recipe (random weights
+            # with frozen BatchNorm statistics diverge within a few updates)
+            args.weights = os.path.join(data_dir, IMAGENET_WEIGHTS)
+            run_measured([sys.executable, os.path.abspath(__file__), '--child', 'weights',
+                          '--out', args.weights], args.timeout)
+        base = run_entry(args, 32, False)['peak'] if args.base else None
+        rows = []
+        for crop in args.crops:
+            plain = run_entry(args, crop, False)
+            mirror = run_entry(args, crop, True)
+            module = run_module(args, crop) if args.module else None
+            row = {'crop': crop, 'batch': args.batch}
+            if base is not None:
+                row['base MiB'] = base
+            row.update({'peak plain': plain['peak'], 'peak mirror': mirror['peak']})
+            row.update({'train plain': plain['logged peak'],
+                        'train mirror': mirror['logged peak']})
+            if module:
+                row['peak Module'] = module['peak']
+            if base is not None:
+                act_plain = plain['peak'] - base
+                row['act ratio'] = (mirror['peak'] - base) / act_plain if act_plain > 0 \
+                    else float('nan')
+            row.update({'step plain s': plain['step'], 'step mirror s': mirror['step']})
+            if module:
+                row['step Module s'] = module['step']
+            row['mirror/plain time'] = mirror['step'] / plain['step']
+            if module:
+                row['Module/plain time'] = module['step'] / plain['step']
+            rows.append(row)
+            print_table([row], sys.stderr)   # progress: each row as soon as it is measured
     return rows
 
 
@@ -178,7 +244,7 @@ def mode_speed(args):
     for crop in args.crops:
         mx.random.seed(0)
         net = get_model(args.model, 'segmentation', freeze_bn=True)
-        net.hybridize(static_alloc=True, static_shape=True)
+        parallel.hybridize_for_training(net)
         rs = np.random.RandomState(0)
         x = mx.nd.array(rs.standard_normal((args.batch, 3, crop, crop)))
         out = -(-crop // net.feat_stride)
@@ -227,6 +293,35 @@ def mode_speed(args):
     return rows
 
 
+def planning_rows(rows, budgets_gib=(8, 16, 24), multiple=8):
+    """The largest crop that fits each memory budget, from the memory table.
+
+    Model: the training step's peak (the ``train`` columns, logged by the trainer before
+    the checkpoint) grows with the pixels, ``a + k * crop**2``, ``a`` and ``k`` through the
+    two largest measured crops; the whole process also peaks at the ``base`` run's value
+    (loading, checkpoint) whatever the crop. Crops rounded down to a ``multiple``; "(fit)"
+    marks crops beyond the largest measured one (an extrapolation)."""
+    if len(rows) < 2:
+        return []
+    (small, large), out = sorted(rows, key=lambda r: r['crop'])[-2:], []
+    floor = rows[0].get('base MiB', 0.0)
+    for mode in ('plain', 'mirror'):
+        k = (large['train ' + mode] - small['train ' + mode]) / float(
+            large['crop'] ** 2 - small['crop'] ** 2)
+        a = large['train ' + mode] - k * large['crop'] ** 2
+        row = {'mode': mode, 'MiB per Mpx': k * 1e6, 'MiB at crop 0': a}
+        for gib in budgets_gib:
+            budget = gib * 1024.0
+            if k <= 0 or budget < max(a, floor):
+                row['crop <= %d GiB' % gib] = '-'
+                continue
+            crop = int(((budget - a) / k) ** 0.5) // multiple * multiple
+            row['crop <= %d GiB' % gib] = '%d%s' % (crop, '' if crop <= large['crop'] else
+                                                     ' (fit)')
+        out.append(row)
+    return out
+
+
 MODES = {'memory': mode_memory, 'speed': mode_speed}
 
 
@@ -253,32 +348,57 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--mode', choices=sorted(MODES), default='memory')
-    ap.add_argument('--model', default='cityscapes_rna-a1_cls19_s8',
-                    help='model label (default: the released A1 s8 Cityscapes size)')
+    ap.add_argument('--task', choices=sorted(ENTRIES), default='segmentation')
+    ap.add_argument('--model', default=None,
+                    help='model label (default: the released A1 s8 Cityscapes size; '
+                         'ilsvrc-cls_rna-a1_cls1000 for classification)')
     ap.add_argument('--crops', type=lambda s: [int(c) for c in s.split(',')],
-                    default=[256, 504], help='comma-separated square crop sizes')
-    ap.add_argument('--batch', type=int, default=1)
-    ap.add_argument('--steps', type=int, default=2, help='measured steps per configuration')
-    ap.add_argument('--hybridize', type=int, default=1)
-    ap.add_argument('--alloc', choices=('default', 'lean'), default='default',
-                    help="'lean': run the children with %s" % ' '.join(
-                        '%s=%s' % kv for kv in sorted(LEAN_ALLOC_ENV.items())))
-    ap.add_argument('--timeout', type=float, default=3600, help='seconds per configuration')
+                    default=None, help='comma-separated square crop sizes (default: 256,504; '
+                                       '224 for classification)')
+    ap.add_argument('--batch', type=int, default=None,
+                    help='images per batch (default: 1; 8 for classification)')
+    ap.add_argument('--images', type=int, default=3,
+                    help='training images generated for the entries (updates = images / batch)')
+    ap.add_argument('--data-root', default=None, help='train on this data instead')
+    ap.add_argument('--weights', default=None,
+                    help='--weights of the entries (default for segmentation: ImageNet '
+                         'weights with the reference values of rn38.synthetic)')
+    ap.add_argument('--steps', type=int, default=2, help='timed steps (speed mode, anchor)')
+    ap.add_argument('--no-base', dest='base', action='store_false',
+                    help='skip the 32-pixel run that gives the base memory')
+    ap.add_argument('--no-module', dest='module', action='store_false',
+                    help='skip the mx.mod.Module anchor')
+    ap.add_argument('--timeout', type=float, default=3600, help='seconds per process')
     ap.add_argument('--json', help='also write the rows to this JSON file')
     ap.add_argument('--child', help=argparse.SUPPRESS)
     ap.add_argument('--crop', type=int, help=argparse.SUPPRESS)
-    ap.add_argument('--mirror', type=int, default=0, help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    ap.add_argument('--out', help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    cls = args.task == 'classification'
+    args.model = args.model or DEFAULT_MODEL[args.task]
+    args.crops = args.crops or ([224] if cls else [256, 504])
+    args.batch = args.batch or (8 if cls else 1)
+    if not args.child and args.images < args.batch:
+        ap.error('--images %d: need at least one batch (--batch %d)' % (args.images, args.batch))
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.child == 'memory':
-        args.mirror = bool(args.mirror)
-        child_step_memory(args)
+    if args.child == 'module':
+        child_module(args)
+        return
+    if args.child == 'weights':
+        child_weights(args)
         return
     rows = MODES[args.mode](args)
     print_table(rows)
+    if args.mode == 'memory' and args.task == 'segmentation':
+        plan = planning_rows(rows)
+        if plan:
+            print('\nlargest crop at batch %d within a budget of whole-process peak RSS '
+                  '(peak = base + k * crop^2, k from the crops above):' % args.batch)
+            print_table(plan)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=1)

@@ -2,10 +2,11 @@
 """Where the peak memory of a training step goes: the segment plan, and the current and
 peak RSS (MiB) after each segment run of :func:`rn38.parallel.forward_backward` (forward
 and recomputation), after the backward and after each step. ``act`` is the peak minus the
-peak after a 32x32 step, as in ``bench_train.py --mode memory``. Example::
+peak after a 32x32 step. The settings are those of the trainers (hybridization,
+:func:`rn38.runtime.configure_mxnet`, the allocator setting of :func:`rn38.train.fit`).
+Example::
 
-    OMP_NUM_THREADS=1 MXNET_CPU_TEMP_COPY=1 MALLOC_MMAP_THRESHOLD_=131072 \\
-        python scripts/diag_mirror.py --crop 256 --mirror 1 --steps 3
+    python scripts/diag_mirror.py --crop 256 --mirror 1 --steps 3
 """
 import argparse
 import os
@@ -31,17 +32,25 @@ def main():
     ap.add_argument('--steps', type=int, default=1)
     ap.add_argument('--trace', type=int, default=1)
     args = ap.parse_args()
+    from rn38.runtime import configure_mxnet
+    configure_mxnet(mirror=bool(args.mirror))
     import mxnet as mx
     import numpy as np
     from mxnet import gluon
     from rn38 import parallel
-    import bench_train as B
     from rn38.zoo import get_model
     mx.random.seed(0)
     net = get_model(args.model, 'segmentation', freeze_bn=True)
     if args.hybridize:
-        net.hybridize()
-    seg_loss, _ = B._losses()
+        parallel.hybridize_for_training(net)
+    if args.mirror:
+        parallel.release_freed_memory_early()
+
+    def seg_loss(scores, label):
+        """Summed pixel softmax CE; count = pixels. ``(N, C, h, w)``, ``(N, h, w)``."""
+        flat = scores.transpose((0, 2, 3, 1)).reshape((-1, scores.shape[1]))
+        picked = mx.nd.pick(mx.nd.log_softmax(flat), label.reshape((-1,)), axis=1)
+        return -picked.sum(), mx.nd.array([label.size], ctx=label.context)
     params = {k: p for k, p in net.collect_params().items() if p.grad_req != 'null'}
     trainer = gluon.Trainer(params, 'sgd', {'learning_rate': 1e-6, 'momentum': 0.9, 'wd': 1e-4},
                             kvstore=None)

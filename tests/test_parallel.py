@@ -6,6 +6,11 @@ One device with the whole batch vs two CPU contexts: ``rtol=1e-4, atol=1e-6`` on
 gradients and ``rtol=1e-5, atol=1e-6`` on the updated weights (summation order differs).
 """
 import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
@@ -71,7 +76,7 @@ def _net(get_model, label, seed, hybridize, **kwargs):
     mx.random.seed(seed)
     net = get_model(label, **kwargs)
     if hybridize:
-        net.hybridize()
+        P.hybridize_for_training(net)      # as the trainers do
     return net
 
 
@@ -485,3 +490,127 @@ def test_two_devices_resumed_run_equals_uninterrupted(tmp_path):
     for k in a:
         np.testing.assert_allclose(a[k].asnumpy(), b[k].asnumpy(), rtol=1e-5, atol=1e-6,
                                    err_msg=k)
+
+# --------------------------------------------------------------- memory settings of the trainers
+
+
+def _spy_on_units(monkeypatch):
+    """Record, at every training step, each recomputation unit's hybridization state."""
+    seen = []
+    real = P.forward_backward
+
+    def spy(net, data_list, label_list, loss_fn, mirror=False, segments=None):
+        result = real(net, data_list, label_list, loss_fn, mirror=mirror, segments=segments)
+        seen.append((mirror, [(u.name, u._active, dict(u._flags)) for u in P.stage_segments(net)]))
+        return result
+
+    monkeypatch.setattr(P, 'forward_backward', spy)     # rn38.train.fit looks it up per call
+    return seen
+
+
+def _assert_hybridized_without_static_buffers(seen):
+    """Every unit run by the trainer is a hybridized CachedOp that does not keep its
+    buffers: with ``static_alloc`` each unit's CachedOp holds its forward and backward
+    memory for the life of the process, so recomputing a segment would free nothing."""
+    assert seen and all(mirror for mirror, _ in seen)
+    for _, units in seen:
+        for name, active, flags in units:
+            assert active, '%s runs imperatively' % name
+            assert not flags.get('static_alloc') and not flags.get('static_shape'), (name, flags)
+
+
+def test_segmentation_entry_trains_hybridized_mirror_without_static_buffers(tmp_path,
+                                                                           monkeypatch):
+    from scripts_path import make_demo_dataset
+    from issegm import cli
+    root, out = str(tmp_path / 'data'), tmp_path / 'out'
+    make_demo_dataset(root, seed=1, train=2, val=1, height=64, width=128)
+    seen = _spy_on_units(monkeypatch)
+    for key in ('MXNET_CPU_TEMP_COPY', 'MXNET_ENGINE_TYPE'):
+        monkeypatch.delenv(key, raising=False)          # the entry sets them; undone after
+    argv = ['--phase', 'train', '--data-root', root, '--model', SEG, '--output', str(out),
+            '--batch-images', '1', '--crop-size', '48', '--origin-size', '128', '--to-epoch', '1',
+            '--no-progress', '--gpus', 'cpu', '--backward-do-mirror']
+    assert cli.main('cityscapes', argv) == 0
+    _assert_hybridized_without_static_buffers(seen)
+    assert len(seen) == 2
+    # the memory record of the epoch: this process's peak RSS, in history.json and the log
+    record = json.load(open(out / 'history.json'))['epochs'][0]
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    assert 50 < record['peak_rss_mib'] <= own_peak
+    assert 'gpu_memory_mib' not in record
+    log = open(out / (SEG + '.log')).read()
+    assert 'peak RSS %.0f MiB' % record['peak_rss_mib'] in log
+
+
+def test_classification_trainer_hybridized_mirror_without_static_buffers(tmp_path,
+                                                                        monkeypatch):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_imagenet import make_imagenet
+    from iclass import train as T
+    root = str(tmp_path / 'data')
+    make_imagenet(root, classes=5, per_class=1)
+    seen = _spy_on_units(monkeypatch)
+    monkeypatch.delenv('MXNET_CPU_TEMP_COPY', raising=False)
+    cfg = T.Config(phase='train', data_root=root, split='train', output=str(tmp_path / 'out'),
+                   model='demo-cls_rna-a1-mini_cls5', crop_size=32, batch_images=2,
+                   to_epoch=1, progress=False, backward_do_mirror=True)
+    history = T.train(cfg)
+    _assert_hybridized_without_static_buffers(seen)
+    assert history['epochs'][0]['peak_rss_mib'] > 50
+
+
+def test_configure_mxnet_keeps_user_values():
+    from rn38.runtime import configure_mxnet
+    env = {'MXNET_CPU_TEMP_COPY': '3'}
+    assert configure_mxnet(debug=True, mirror=True, environ=env) == \
+        {'MXNET_ENGINE_TYPE': 'NaiveEngine'}
+    assert env == {'MXNET_CPU_TEMP_COPY': '3', 'MXNET_ENGINE_TYPE': 'NaiveEngine'}
+    assert configure_mxnet(environ={}) == {}
+
+
+def test_import_sets_nothing_and_settings_apply_after_import():
+    """Importing the packages with the entries' flags on the command line changes no
+    MXNet setting; configure_mxnet after ``import mxnet`` (before any operation) does take
+    effect: MXNet logs that it starts the NaiveEngine (read at first use, not at import)."""
+    code = ("import os, sys; sys.argv[1:] = ['--debug', '--backward-do-mirror']\n"
+            "import mxnet as mx, rn38, issegm, iclass, issegm.cli, iclass.train\n"
+            "print(os.environ.get('MXNET_ENGINE_TYPE'), os.environ.get('MXNET_CPU_TEMP_COPY'))\n"
+            "from rn38.runtime import configure_mxnet\n"
+            "configure_mxnet(debug=True)\n"
+            "print(mx.nd.ones((2,)).sum().asscalar())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith('MXNET_')}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env['PYTHONPATH'] = repo
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          env=env, cwd=repo, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['None', 'None', '2.0']
+    assert 'start using engine: NaiveEngine' in proc.stderr
+
+
+def test_epoch_memory_record_on_gpus_reads_mxnets_device_figure(monkeypatch):
+    """The GPU branch (not runnable here): per device, total - free of MXNet's own query."""
+    from rn38.train import peak_memory_mib
+    info = {0: (3 * 2 ** 30, 12 * 2 ** 30), 1: (10 * 2 ** 30, 12 * 2 ** 30)}
+    monkeypatch.setattr(mx.context, 'gpu_memory_info', lambda device_id=0: info[device_id])
+    record = peak_memory_mib([mx.gpu(0), mx.gpu(1)])
+    assert record['gpu_memory_mib'] == [9 * 1024.0, 2 * 1024.0]
+    assert 0 < record['peak_rss_mib'] <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def test_entry_sets_mxnet_from_its_options(tmp_path):
+    """`issegm/cityscapes.py --debug` reaches MXNet (synchronous engine) through the options,
+    with no MXNet variable in the environment."""
+    from scripts_path import make_demo_dataset, REPO
+    root = str(tmp_path / 'data')
+    make_demo_dataset(root, seed=1, train=1, val=1, height=64, width=128)
+    env = {k: v for k, v in os.environ.items() if not k.startswith('MXNET_')}
+    cmd = [sys.executable, os.path.join(REPO, 'issegm', 'cityscapes.py'), '--phase', 'train',
+           '--data-root', root, '--model', SEG, '--output', str(tmp_path / 'out'),
+           '--batch-images', '1', '--crop-size', '48', '--origin-size', '128', '--to-epoch', '1',
+           '--no-progress', '--gpus', 'cpu', '--debug']
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'start using engine: NaiveEngine' in proc.stderr
+    assert 'peak RSS' in proc.stdout + proc.stderr
