@@ -528,6 +528,7 @@ def classification_validator(cfg, logger):
 
 def _train_locked(cfg, spec, from_epoch, stop_epoch, run_id, logger):
     from rn38 import train as shared
+    from rn38.parallel import hybridize_for_training
     import iclass
     label = spec.label
     shared.save_config(cfg.to_dict(), os.path.join(cfg.output, label + '_config.yaml'))

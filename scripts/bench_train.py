@@ -77,11 +77,15 @@ def run_measured(cmd, timeout, env=None):
 def make_data(task, images, folder):
     """Generated training data for ``task`` in ``folder``; returns the data root."""
     if task == 'segmentation':
-        from scripts.make_demo_data import make_demo_dataset
+        from make_demo_data import make_demo_dataset  # beside this script
         make_demo_dataset(folder, train=images, val=1, height=1024, width=2048, color=False)
     else:
-        sys.path.insert(0, os.path.join(ROOT, 'tests'))
-        from make_imagenet import make_imagenet
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(
+            'make_imagenet', os.path.join(ROOT, 'tests', 'make_imagenet.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        make_imagenet = module.make_imagenet
         make_imagenet(folder, classes=5, per_class=-(-images // 5), val_per_class=1)
     return folder
 

@@ -521,7 +521,7 @@ def _assert_hybridized_without_static_buffers(seen):
 
 def test_segmentation_entry_trains_hybridized_mirror_without_static_buffers(tmp_path,
                                                                            monkeypatch):
-    from scripts_path import make_demo_dataset
+    from conftest import make_demo_dataset
     from issegm import cli
     root, out = str(tmp_path / 'data'), tmp_path / 'out'
     make_demo_dataset(root, seed=1, train=2, val=1, height=64, width=128)
@@ -602,7 +602,7 @@ def test_epoch_memory_record_on_gpus_reads_mxnets_device_figure(monkeypatch):
 def test_entry_sets_mxnet_from_its_options(tmp_path):
     """`issegm/cityscapes.py --debug` reaches MXNet (synchronous engine) through the options,
     with no MXNet variable in the environment."""
-    from scripts_path import make_demo_dataset, REPO
+    from conftest import make_demo_dataset, REPO
     root = str(tmp_path / 'data')
     make_demo_dataset(root, seed=1, train=1, val=1, height=64, width=128)
     env = {k: v for k, v in os.environ.items() if not k.startswith('MXNET_')}
