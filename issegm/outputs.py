@@ -1,7 +1,8 @@
 """What an evaluation writes per image and over a split: label and colour PNGs, the
 authors' "correct" map, overlays, the per-class IoU and confusion plots, and the
 stride-level prediction records (written by :func:`prediction_record_bytes`, read back
-by :func:`rebuild_prediction`). Every file is written atomically."""
+by :func:`rebuild_prediction`). The writers write atomically; a record is returned as
+bytes for the caller to write atomically."""
 import io
 
 import cv2
