@@ -149,7 +149,7 @@ def build_parser(dataset):
     t.add_argument('--save-predictions', action='store_true',
                    help='store the stride-level probability maps and their geometry '
                         '(probs/<name>.npz, ~1.3 MB per Cityscapes image); '
-                        'issegm.evaluate.rebuild_prediction gives the full-resolution result')
+                        'issegm.outputs.rebuild_prediction gives the full-resolution result')
     t.add_argument('--no-save-results', dest='save_results', action='store_false')
     t.add_argument('--no-official-eval', dest='official_eval', action='store_false',
                    help='skip the cityscapesscripts evaluation')

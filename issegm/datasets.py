@@ -38,11 +38,19 @@ class DatasetSpec:
         train_to_label: ``np.uint8[256]``, train id -> raw value written in result PNGs.
         palette: ``np.uint8[256, 3]`` RGB colour per train id (255 -> black).
         valid_raw_values: raw values allowed in ground truth; anything else is a DataError.
+        eval_pad_mode: how ``--phase val`` pads the network input
+            (:class:`issegm.predictor.SegPredictor`'s ``pad_mode``): ``'stride'`` (the
+            authors' Cityscapes setting) or ``'scale'`` (their VOC/ADE20K setting).
+        official_scoring: the official scoring ``--phase val`` adds to ours:
+            ``'cityscapesscripts'`` (:mod:`issegm.official`) or None.
     """
 
     def __init__(self, name, class_names, label_to_train, train_to_label, palette,
-                 valid_raw_values, ignore_label=IGNORE_LABEL, label_colors=None):
+                 valid_raw_values, ignore_label=IGNORE_LABEL, label_colors=None,
+                 eval_pad_mode='scale', official_scoring=None):
         self.name = name
+        self.eval_pad_mode = eval_pad_mode
+        self.official_scoring = official_scoring
         # Own data with RGB label images: ``np.uint8[K, 3]``, colour k is raw value k.
         self.label_colors = None if label_colors is None else \
             np.asarray(label_colors, np.uint8).reshape(-1, 3)
@@ -91,7 +99,8 @@ def _cityscapes_spec():
             names[lab.trainId] = lab.name
     classes = max(names) + 1
     return DatasetSpec('cityscapes', [names[k] for k in range(classes)], label_to_train,
-                       train_to_label, palette, valid)
+                       train_to_label, palette, valid, eval_pad_mode='stride',
+                       official_scoring='cityscapesscripts')
 
 
 def _voc_spec():

@@ -46,8 +46,8 @@ class PerImageTrainTransform:
 
 
 def make_predictor_class(image_norm):
-    """:class:`issegm.evaluate.SegPredictor` or a subclass that standardises per image."""
-    from .evaluate import SegPredictor
+    """:class:`issegm.predictor.SegPredictor` or a subclass that standardises per image."""
+    from .predictor import SegPredictor
     if image_norm == 'imagenet':
         return SegPredictor
 

@@ -118,7 +118,7 @@ def make_config(args):
 def lower_precision(net, config, ctx, scale, logger):
     """``(net in config['dtype'], dtype run)``; int8 calibrates on the first
     ``calib_images`` images of ``calib_input`` at ``scale`` (see rn38.lowprec)."""
-    from issegm.evaluate import SegPredictor, calibration_inputs
+    from issegm.predictor import SegPredictor, calibration_inputs
     from rn38 import lowprec
     if config['dtype'] != 'int8':
         return lowprec.lower_precision(net, config['dtype'], ctx, logger=logger)
@@ -141,7 +141,8 @@ def run(config, failures=None):
     image raises)."""
     import issegm
     from issegm.datasets import get_dataset_spec
-    from issegm.evaluate import SegPredictor, segment_images
+    from issegm.evaluate import segment_images
+    from issegm.predictor import SegPredictor
     from rn38.train import save_config, setup_logging
 
     os.makedirs(config['output'], exist_ok=True)
@@ -161,7 +162,7 @@ def run(config, failures=None):
     net.hybridize(static_alloc=True)
     tile_margin = config['tile_margin']
     if config['dtype'] != 'float32':
-        from issegm.evaluate import receptive_radius
+        from issegm.predictor import receptive_radius
         if tile_margin is None:  # a converted graph has no layers to walk
             tile_margin = receptive_radius(net)
         net, config['dtype'] = lower_precision(net, config, ctx, config['test_scales'][0],

@@ -82,7 +82,8 @@ def main(argv=None):
     import mxnet as mx
     import numpy as np
     from issegm.datasets import get_dataset_spec
-    from issegm.evaluate import SegPredictor, evaluate
+    from issegm.evaluate import evaluate
+    from issegm.predictor import SegPredictor
     from rn38.zoo import parse_label
 
     ids = [g for g in args.gpus.split(',') if g.strip()]

@@ -9,8 +9,9 @@ from mxnet.gluon import nn
 
 import issegm
 from issegm.datasets import DataError, get_dataset_spec, list_samples
-from issegm.evaluate import (SegPredictor, evaluate, official_cityscapes_eval, output_paths,
-                             receptive_radius, resize_maps, scaled_size)
+from issegm.evaluate import evaluate, output_paths
+from issegm.official import official_cityscapes_eval
+from issegm.predictor import SegPredictor, receptive_radius, resize_maps, scaled_size
 from issegm.metrics import ConfusionMatrix
 from rn38.image import BICUBIC, BILINEAR, LANCZOS, interp_method
 from rn38.zoo import build_model
@@ -506,7 +507,7 @@ def _authors_interp_preds_as(im_size, net_preds, pred_stride, imh, imw):
 
 
 def test_saved_predictions_rebuild_the_written_labels_exactly(tmp_path):
-    from issegm.evaluate import rebuild_prediction
+    from issegm.outputs import rebuild_prediction
     root = make_cityscapes_like(str(tmp_path / 'cs'), n=2, height=36, width=60)
     spec = get_dataset_spec('cityscapes')
     samples = list_samples(spec, root, 'val')
@@ -553,7 +554,7 @@ def test_saved_predictions_rebuild_the_written_labels_exactly(tmp_path):
 def test_saved_prediction_of_a_cityscapes_image_is_under_2_mb(tmp_path):
     # the stride-8 19-class maps of a 1024x2048 image at the published scale 2048: the same
     # shapes as the released model's (the mini net differs only in its inner widths)
-    from issegm.evaluate import prediction_record_bytes, rebuild_prediction
+    from issegm.outputs import prediction_record_bytes, rebuild_prediction
     net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8')
     image = np.random.RandomState(0).randint(0, 256, (1024, 2048, 3)).astype(np.uint8)
     probs, maps = SegPredictor(net, scales=[2048]).predict_maps(image)
@@ -569,7 +570,7 @@ def test_saved_prediction_of_a_cityscapes_image_is_under_2_mb(tmp_path):
 
 
 def test_rebuild_prediction_rejects_other_files(tmp_path):
-    from issegm.evaluate import rebuild_prediction
+    from issegm.outputs import rebuild_prediction
     path = str(tmp_path / 'old.npz')
     np.savez(path, probs=np.zeros((2, 3, 3), np.float16))
     with pytest.raises(DataError, match='old.npz: not a'):

@@ -12,7 +12,8 @@ from PIL import Image
 
 import issegm
 from issegm import cli
-from issegm.evaluate import SegPredictor, val_output_dir
+from issegm.evaluate import val_output_dir
+from issegm.predictor import SegPredictor
 from rn38 import lowprec
 from rn38.params import load_params, save_params
 from rn38.synthetic import net_entries, synthetic_arrays

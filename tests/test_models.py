@@ -453,7 +453,7 @@ def test_model_a_s16_mini_computes_the_authors_graph():
 
 
 def test_model_a_s16_with_same_pools_has_stride_16_and_evaluates():
-    from issegm.evaluate import SegPredictor
+    from issegm.predictor import SegPredictor
     net = issegm.get_model('cityscapes_rna-a-mini_cls19_s16', pool_style='same')
     assert _pool_pad(net) == 1
     assert net(mx.nd.zeros((1, 3, 96, 160))).shape == (1, 19, 6, 10)

@@ -15,7 +15,8 @@ from PIL import Image
 import issegm
 from issegm import cli
 from issegm.datasets import get_dataset_spec
-from issegm.evaluate import SegPredictor, val_output_dir
+from issegm.evaluate import val_output_dir
+from issegm.predictor import SegPredictor
 from rn38.params import save_params
 from conftest import load_script, make_demo_dataset
 
@@ -49,6 +50,7 @@ def test_val_writes_official_format_and_scores_agree(demo, tmp_path):
     summary = json.load(open(os.path.join(out, 'summary.json')))
     assert summary['images_with_gt'] == 3
     assert summary['official']['mean_iou'] == pytest.approx(summary['mean_iou'], abs=1e-6)
+    assert summary['protocol']['pad_mode'] == 'stride'  # the authors' Cityscapes padding
     for name in ('class_iou.png', 'confusion.png', 'config.yaml', 'official.json'):
         assert os.path.isfile(os.path.join(out, name)), name
     labels = sorted(os.listdir(os.path.join(out, 'labels')))
@@ -243,6 +245,8 @@ def test_other_datasets_train_and_evaluate(dataset, label, writer, tmp_path):
     summary = json.load(open(os.path.join(result, 'summary.json')))
     assert summary['num_classes'] == (21 if dataset == 'voc' else 150)
     assert summary['images_with_gt'] == 4
+    assert summary['protocol']['pad_mode'] == 'scale'  # the authors' VOC/ADE20K padding
+    assert 'official' not in summary
     written = [np.array(Image.open(os.path.join(result, 'labels', n)))
                for n in sorted(os.listdir(os.path.join(result, 'labels')))]
     values = set(np.unique(np.concatenate([w.ravel() for w in written])))
