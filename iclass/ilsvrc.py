@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 
-from rn38.cli import HelpFormatter
+from rn38.cli import HelpFormatter, add_precision_options
 
 
 def _bool01(text):
@@ -74,14 +74,7 @@ def build_parser():
                         'get_model default) or same (pad 1)')
     g.add_argument('--cache-dtype', choices=('float32', 'float16'), default='float32',
                    help='dtype of the per-scale prediction cache')
-    g.add_argument('--dtype', choices=('float32', 'bfloat16', 'int8'), default='float32',
-                   help='inference precision (CPU, oneDNN): bfloat16 needs avx512_bf16; int8 '
-                        'calibrates on --calib-images training images once and caches the '
-                        'quantized graph next to --weights')
-    g.add_argument('--calib-images', type=int, default=10,
-                   help='training images (of the train list) for the int8 calibration')
-    g.add_argument('--calib-mode', choices=('entropy', 'naive'), default='entropy',
-                   help='int8 ranges: minimal KL divergence (entropy) or min/max (naive)')
+    add_precision_options(g, 'training images (of the train list)')
     g = p.add_argument_group('training')
     g.add_argument('--crop-size', type=int, default=224)
     g.add_argument('--lr-type', choices=('fixed', 'step', 'linear'), default='fixed')

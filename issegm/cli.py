@@ -11,7 +11,7 @@ import sys
 import mxnet as mx
 
 from rn38 import zoo
-from rn38.cli import HelpFormatter
+from rn38.cli import HelpFormatter, add_precision_options
 
 from .datasets import DATASET_NAMES
 
@@ -153,14 +153,7 @@ def build_parser(dataset):
     t.add_argument('--no-save-results', dest='save_results', action='store_false')
     t.add_argument('--no-official-eval', dest='official_eval', action='store_false',
                    help='skip the cityscapesscripts evaluation')
-    t.add_argument('--dtype', choices=('float32', 'bfloat16', 'int8'), default='float32',
-                   help='inference precision (CPU, oneDNN): bfloat16 needs avx512_bf16; int8 '
-                        'calibrates on --calib-images training images once and caches the '
-                        'quantized graph next to --weights')
-    t.add_argument('--calib-images', type=int, default=10,
-                   help='training images for the int8 calibration')
-    t.add_argument('--calib-mode', choices=('entropy', 'naive'), default='entropy',
-                   help='int8 ranges: minimal KL divergence (entropy) or min/max (naive)')
+    add_precision_options(t)
     p.add_argument('--log-file', default=None)
     p.add_argument('--debug', action='store_true', help='NaiveEngine and debug logging')
     p.add_argument('--no-progress', dest='progress', action='store_false')

@@ -37,13 +37,19 @@ def read_checksums(path):
     return sums
 
 
-def sha256sum(path, chunk=1 << 22):
-    """Hex sha256 of a file's content, read in ``chunk``-byte blocks (constant memory)."""
-    digest = hashlib.sha256()
+def file_digest(path, algorithm='sha256', chunk=1 << 22):
+    """Hex digest (``hashlib`` algorithm name) of a file's content, read in ``chunk``-byte
+    blocks (constant memory)."""
+    digest = hashlib.new(algorithm)
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(chunk), b''):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256sum(path):
+    """Hex sha256 of a file's content."""
+    return file_digest(path, 'sha256')
 
 
 def files_digest(paths, root=None):
@@ -61,12 +67,9 @@ def files_digest(paths, root=None):
     return digest.hexdigest()
 
 
-def md5sum(path, chunk=1 << 22):
-    digest = hashlib.md5()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
+def md5sum(path):
+    """Hex md5 of a file's content (the released files' checksums)."""
+    return file_digest(path, 'md5')
 
 
 def verify_models(models_dir, names=None, checksum_file=None):

@@ -24,3 +24,16 @@ class HelpFormatter(argparse.HelpFormatter):
             action = copy.copy(action)
             action.help = ((action.help or '') + ' (default: %(default)s)').lstrip()
         return super()._format_action(action)
+
+
+def add_precision_options(group, calib_source='training images'):
+    """``--dtype``, ``--calib-images``, ``--calib-mode`` of the evaluation entries (see
+    :mod:`rn38.lowprec`); ``calib_source`` names the images int8 calibrates on."""
+    group.add_argument('--dtype', choices=('float32', 'bfloat16', 'int8'), default='float32',
+                       help='inference precision (CPU, oneDNN): bfloat16 needs avx512_bf16; '
+                            'int8 calibrates on --calib-images %s once and caches the '
+                            'quantized graph next to --weights' % calib_source)
+    group.add_argument('--calib-images', type=int, default=10,
+                       help='%s for the int8 calibration' % calib_source)
+    group.add_argument('--calib-mode', choices=('entropy', 'naive'), default='entropy',
+                       help='int8 ranges: minimal KL divergence (entropy) or min/max (naive)')

@@ -31,6 +31,8 @@ import mxnet as mx
 from mxnet.contrib import amp, quantization
 import numpy as np
 
+from .checksums import sha256sum
+
 DTYPES = ('float32', 'bfloat16', 'int8')
 CALIB_MODES = ('entropy', 'naive')
 CACHE_VERSION = 1  # bump when the choice of float layers or the quantization call changes
@@ -99,18 +101,10 @@ def float_layers(net, dtype):
     return [score]
 
 
-def file_sha256(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
 def int8_cache_prefix(weights, settings):
     """``<dir>/<weights stem>.int8-<16 hex>``: the key hashes the weights file's content
     and ``settings`` (a JSON-ready dict of everything that shapes the calibration)."""
-    key = dict(settings, weights_sha256=file_sha256(weights), cache_version=CACHE_VERSION,
+    key = dict(settings, weights_sha256=sha256sum(weights), cache_version=CACHE_VERSION,
                mxnet=mx.__version__)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     stem = os.path.splitext(os.path.abspath(weights))[0]
