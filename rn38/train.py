@@ -65,7 +65,7 @@ def make_trainer(net, optimizer, optimizer_params, kvstore='device', num_devices
     ``kvstore``: 'local', 'device', 'dist_sync', 'dist_sync_device', 'dist_async'; with one
     device and a non-distributed store no kvstore is used at all.
     """
-    from .parallel import make_kvstore
+    from .kvstore import make_kvstore
     store, update_on_kvstore = make_kvstore(kvstore, num_devices)
     params = {k: v for k, v in net.collect_params().items() if v.grad_req != 'null'}
     return gluon.Trainer(params, optimizer, optimizer_params, kvstore=store,
@@ -649,7 +649,7 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     loader: a :class:`rn38.loader.BatchLoader`-like object (``len``, ``set_epoch``,
     iteration over ``(data, label)`` numpy batches, ``wait_seconds``).
     loss_fn(scores, label) -> (loss_sum, count) NDArrays; the gradient is normalised as
-    :func:`rn38.parallel.forward_backward` says (globally, or per device for a loss with
+    :func:`rn38.recompute.forward_backward` says (globally, or per device for a loss with
     ``normalization = 'device'``). accuracy_fn(scores, label) ->
     (correct, total) numbers. schedule(n) -> lr for the 1-based global update n; the lr of
     an update depends only on (epoch, batch index), and MXNet's random generator (dropout)
@@ -663,8 +663,9 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     ``history.json``, ``epochs.csv``, ``loss_curve.png``.
     Returns the history dict.
     """
-    from .parallel import (forward_backward, release_freed_memory_early, return_free_memory,
-                           split_batch, step_scale, sync_initial_params, worker_info)
+    from .devices import split_batch
+    from .kvstore import step_scale, sync_initial_params, worker_info
+    from .recompute import forward_backward, release_freed_memory_early, return_free_memory
     logger = logger or logging.getLogger('rn38')
     if keep_checkpoints < 0 or val_every < 0:
         raise ValueError('--keep-checkpoints and --val-every take a number >= 0')
