@@ -137,13 +137,22 @@ def _layer_geometry(layer):
 def receptive_radius(net):
     """Receptive-field radius in input pixels of a feed-forward conv network.
 
-    Walks the blocks in order and sums ``dilation * (kernel - 1) / 2 * input stride`` over
-    the convolutions and poolings. In a residual block only the main branch (``.convs``)
-    is followed: the 1x1 shortcut reaches no further. A network can state its own value as
-    ``net.receptive_radius``. Returns an int, or None if the network has no convolution.
+    The network's own value ``net.receptive_radius`` if it states one (the ResNet-38 FCNs
+    do, from their stage table), else :func:`walked_receptive_radius`. Returns an int, or
+    None if the network has no convolution.
     """
     if hasattr(net, 'receptive_radius') and not callable(net.receptive_radius):
         return int(net.receptive_radius)
+    return walked_receptive_radius(net)
+
+
+def walked_receptive_radius(net):
+    """Receptive-field radius of ``net`` found by walking its layers (int, or None).
+
+    Walks the blocks in order and sums ``dilation * (kernel - 1) / 2 * input stride`` over
+    the convolutions and poolings. In a residual block only the main branch (``.convs``)
+    is followed: the 1x1 shortcut reaches no further.
+    """
     state = {'radius': 0.0, 'stride': 1, 'found': False}
 
     def walk(block):

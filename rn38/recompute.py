@@ -24,54 +24,15 @@ from mxnet.gluon import nn
 # ---------------------------------------------------------------------------------------
 
 
-class GlobalPoolFC(gluon.HybridBlock):
-    """The classifier tail as one block: global average pool then the FC layer.
-
-    ``(N, C, H, W)`` -> ``(N, classes)``. Shares ``fc``'s parameters (no new ones).
-    """
-
-    def __init__(self, fc, **kwargs):
-        super().__init__(prefix='', **kwargs)
-        self.fc = fc
-
-    def hybrid_forward(self, F, x):
-        return self.fc(F.Pooling(x, kernel=(1, 1), pool_type='avg', global_pool=True))
-
-
 def stage_segments(net):
     """The recomputation units of ``net`` in forward order, or None if it exposes none.
 
-    For :class:`rn38.net.ResNet38FCN` / :class:`~rn38.net.ResNet38Classifier`: the
-    top-level stages of ``net.features.stages`` with each level expanded into its ResBlocks
-    (``conv1a``, [``pool``], ``res2a``, ``res2b1``, ..., ``bn7``+ReLU), then the head
-    (``net.head`` for the FCN; a :class:`GlobalPoolFC` sharing ``net.fc`` for the
-    classifier). Applying the units in order equals ``net(x)``; each parameter belongs to
-    exactly one unit. The classifier tail block is created once and kept on ``net``; it
-    is hybridized when ``net`` is.
+    A network exposes them as ``net.recompute_units()`` (:class:`rn38.net.ResNet38FCN`,
+    :class:`~rn38.net.ResNet38Classifier`): blocks that applied in order equal ``net(x)``,
+    each parameter in exactly one of them.
     """
-    features = getattr(net, 'features', None)
-    stages = getattr(features, 'stages', None)
-    if stages is None:
-        return None
-    units = []
-    for stage in stages:
-        if isinstance(stage, nn.HybridSequential):
-            units.extend(stage)
-        else:
-            units.append(stage)
-    if isinstance(getattr(net, 'head', None), gluon.HybridBlock):
-        units.append(net.head)
-    elif isinstance(getattr(net, 'fc', None), gluon.HybridBlock):
-        tail = vars(net).get('_rn38_pool_fc')
-        if tail is None or tail.fc is not net.fc:
-            tail = GlobalPoolFC(net.fc)
-            vars(net)['_rn38_pool_fc'] = tail   # bypasses Block.__setattr__: not a child
-        if getattr(net, '_active', False) and not getattr(tail, '_active', False):
-            tail.hybridize(**dict(getattr(net, '_flags', ())))
-        units.append(tail)
-    else:
-        return None
-    return units
+    units = getattr(net, 'recompute_units', None)
+    return None if units is None else list(units())
 
 
 def _walk(block):
