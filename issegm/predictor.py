@@ -69,6 +69,7 @@ import mxnet as mx
 import numpy as np
 from PIL import Image
 
+from rn38.gluon_internals import children, operator_settings
 from rn38.image import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, interp_method
 
 from .datasets import read_image
@@ -121,8 +122,8 @@ def maps_to_image(fine, pred_stride, resized_hw, image_hw):
 
 def _layer_geometry(layer):
     """(kernel, stride, dilation) of a Conv2D or pooling block along one axis, else None."""
-    kw = getattr(layer, '_kwargs', None)
-    if not isinstance(kw, dict) or 'kernel' not in kw:
+    kw = operator_settings(layer)
+    if 'kernel' not in kw:
         return None
     if kw.get('global_pool'):
         return None
@@ -167,7 +168,7 @@ def walked_receptive_radius(net):
         if convs is not None and hasattr(block, 'shortcut'):  # rn38.net.ResBlock
             walk(convs)
             return
-        for child in block._children.values():
+        for child in children(block):
             walk(child)
 
     walk(net)

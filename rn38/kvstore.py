@@ -8,6 +8,8 @@ from collections import namedtuple
 import mxnet as mx
 from mxnet import gluon
 
+from .gluon_internals import init_trainer_params, trainer_kvstore
+
 
 KVSTORE_KINDS = ('local', 'device', 'dist_sync', 'dist_sync_device', 'dist_async')
 
@@ -46,9 +48,7 @@ def make_kvstore(kind, num_devices=1):
 
 def _store_of(store_or_trainer):
     if isinstance(store_or_trainer, gluon.Trainer):
-        if not store_or_trainer._kv_initialized:
-            store_or_trainer._init_kvstore()
-        return store_or_trainer._kvstore
+        return trainer_kvstore(store_or_trainer)
     return store_or_trainer
 
 
@@ -84,9 +84,6 @@ def sync_initial_params(trainer):
     ``gluon.Trainer`` broadcasts rank 0's values only inside the first ``step``, i.e.
     after the first gradients were computed on each worker's own (possibly differently
     initialised) weights. Calling this first makes the first step consistent too.
-    No-op without a kvstore. Uses Trainer internals of MXNet 1.x.
+    No-op without a kvstore (Trainer internals, see :mod:`rn38.gluon_internals`).
     """
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    if trainer._params_to_init:
-        trainer._init_params()
+    init_trainer_params(trainer)

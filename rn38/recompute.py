@@ -15,8 +15,11 @@ at crop 504) would otherwise dominate the peak.
 """
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon
+from mxnet import autograd
 from mxnet.gluon import nn
+
+from .gluon_internals import (activation_type, conv_operator, dropout_rate, operator_settings,
+                              uses_global_stats, walk_blocks)
 
 
 # ---------------------------------------------------------------------------------------
@@ -35,20 +38,14 @@ def stage_segments(net):
     return None if units is None else list(units())
 
 
-def _walk(block):
-    yield block
-    for child in block._children.values():
-        yield from _walk(child)
-
-
 def _has_dropout(block):
-    return any(isinstance(b, nn.Dropout) and b._rate > 0 for b in _walk(block))
+    return any(isinstance(b, nn.Dropout) and dropout_rate(b) > 0 for b in walk_blocks(block))
 
 
 def _training_bns(block):
     """BatchNorm layers of ``block`` that update running statistics in training mode."""
-    return [b for b in _walk(block) if isinstance(b, nn.BatchNorm)
-            and not b._kwargs.get('use_global_stats', False)]
+    return [b for b in walk_blocks(block) if isinstance(b, nn.BatchNorm)
+            and not uses_global_stats(b)]
 
 
 def unit_costs(units, data_shape):
@@ -331,13 +328,13 @@ def _head_layers(unit):
     layers = list(unit)
     for layer in layers:
         if type(layer) is nn.Conv2D:
-            kw = layer._kwargs
+            kw = operator_settings(layer)
             if (tuple(kw['stride']) != (1, 1) or kw['num_group'] != 1 or layer.act is not None
-                    or kw['layout'] != 'NCHW' or layer._op_name != 'Convolution'
+                    or kw['layout'] != 'NCHW' or conv_operator(layer) != 'Convolution'
                     or any(p > d * (k - 1) for p, d, k in zip(kw['pad'], kw['dilate'],
                                                               kw['kernel']))):
                 return None
-        elif not (type(layer) is nn.Activation and layer._act_type == 'relu'):
+        elif not (type(layer) is nn.Activation and activation_type(layer) == 'relu'):
             return None
     return layers
 
@@ -355,7 +352,7 @@ def _head_forward(layers, x):
             if layer.bias is not None:
                 args.append(layer.bias.data(ctx))
             with autograd.record():
-                y = mx.nd.Convolution(*args, name='fwd', **layer._kwargs)
+                y = mx.nd.Convolution(*args, name='fwd', **operator_settings(layer))
             keep.append((x, y))
             x = y.detach()
         else:
@@ -373,7 +370,7 @@ def _conv_input_grad(conv, dy):
     ``conv6a`` at crop 504: 4096 x 9 x 63 x 63), which oneDNN keeps for the rest of the
     process; the forward convolution of ``dy`` (``C_out`` = 512 channels) blocks its im2col
     and needs at most ``C_out * kh * kw * H * W``."""
-    kw = conv._kwargs
+    kw = operator_settings(conv)
     w = conv.weight.data(dy.context)
     flipped = mx.nd.reverse(w.transpose((1, 0, 2, 3)), axis=(2, 3))
     pad = tuple(d * (k - 1) - p for p, d, k in zip(kw['pad'], kw['dilate'], kw['kernel']))

@@ -18,6 +18,8 @@ from mxnet import gluon
 from tqdm import tqdm
 
 from .atomic import atomic_path, atomic_write_bytes, write_json
+from .gluon_internals import (set_update_counts, trainer_kvstore, trainer_optimizer,
+                              trainer_params, trainer_updaters, update_counts, updates_on_kvstore)
 from .params import save_params, ParamsError
 from .zoo import label_from_weights
 
@@ -110,7 +112,7 @@ def _optimizer_settings(optimizer):
 
 def _trainer_params(trainer):
     """``[(name, Parameter)]`` in the trainer's index order."""
-    return [(p.name, p) for p in trainer._params]
+    return [(p.name, p) for p in trainer_params(trainer)]
 
 
 def save_optimizer_state(trainer, params_path, run_id=None):
@@ -122,12 +124,10 @@ def save_optimizer_state(trainer, params_path, run_id=None):
     and shapes, and ``run_id``. Both atomic. Returns False (nothing written) when the
     optimizer runs on the parameter servers (``dist_async``): its state is not here.
     """
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    if trainer._update_on_kvstore:
+    if updates_on_kvstore(trainer):
         return False
-    optimizer = trainer._optimizer
-    updater = trainer._updaters[0]
+    optimizer = trainer_optimizer(trainer)
+    updater = trainer_updaters(trainer)[0]
     arrays, names, shapes = {}, [], {}
     for index, (name, param) in enumerate(_trainer_params(trainer)):
         names.append(name)
@@ -140,7 +140,7 @@ def save_optimizer_state(trainer, params_path, run_id=None):
                             'stored' % (_optimizer_name(optimizer), type(state).__name__))
         arrays[name] = state.as_in_context(mx.cpu())
     first_device = getattr(param.list_ctx()[0], 'device_id', 0) if names else 0
-    counts = optimizer._all_index_update_counts.get(first_device, optimizer._index_update_count)
+    counts = update_counts(optimizer, first_device)
     meta = {'format': STATE_FORMAT, 'optimizer': _optimizer_name(optimizer),
             'settings': _optimizer_settings(optimizer), 'num_update': int(optimizer.num_update),
             'update_counts': {names[i]: int(c) for i, c in counts.items() if i < len(names)},
@@ -221,21 +221,20 @@ def load_trainer_state(trainer, params_path, logger=None):
     if not (have_nd and have_json):
         raise StateError('%s: missing (its partner %s exists)'
                          % (json_path if have_nd else nd_path, nd_path if have_nd else json_path))
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
+    trainer_kvstore(trainer)
     meta, arrays = _read_state_files(trainer, params_path)
-    optimizer = trainer._optimizer
+    optimizer = trainer_optimizer(trainer)
     if meta['optimizer'] != _optimizer_name(optimizer):
         raise StateError('%s: state of optimizer %s, this run uses %s; start a new run (another '
                          '--output or --model label) to change the optimizer'
                          % (json_path, meta['optimizer'], _optimizer_name(optimizer)))
-    if trainer._update_on_kvstore:
+    if updates_on_kvstore(trainer):
         logger.warning('the optimizer runs on the parameter servers: the state in %s is not '
                        'restored, momentum starts from zero', nd_path)
         return meta
     params = _trainer_params(trainer)
     index_of = {name: i for i, (name, _) in enumerate(params)}
-    for k, updater in enumerate(trainer._updaters):
+    for k, updater in enumerate(trainer_updaters(trainer)):
         for name, value in arrays.items():
             i = index_of[name]
             ctx = params[i][1].list_ctx()[k]
@@ -244,9 +243,7 @@ def load_trainer_state(trainer, params_path, logger=None):
             updater.states_synced[i] = True
     counts = {index_of[n]: c for n, c in meta['update_counts'].items()}
     devices = {getattr(c, 'device_id', 0) for _, p in params for c in p.list_ctx()} or {0}
-    for device in devices:
-        optimizer._all_index_update_counts[device] = dict(counts)
-    optimizer._index_update_count = optimizer._all_index_update_counts[min(devices)]
+    set_update_counts(optimizer, counts, devices)
     optimizer.num_update = int(meta['num_update'])
     changed = ['%s %g -> %g' % (k, v, _optimizer_settings(optimizer)[k])
                for k, v in sorted(meta['settings'].items())
