@@ -3,7 +3,7 @@
 :func:`validate` and :func:`train` take one :class:`Config` (built by ``iclass/ilsvrc.py``
 from its command line, or directly by tests and scripts). The shared machinery comes
 from :mod:`rn38`: the batch loader (:mod:`rn38.loader`), devices and the multi-device
-forward/backward (:mod:`rn38.parallel`), schedules, checkpoints, logging and the epoch
+forward/backward (:mod:`rn38.recompute`), schedules, checkpoints, logging and the epoch
 loop (:mod:`rn38.train`). What is specific to classification lives here: the torch-style
 Nesterov optimizer the authors train with, their initialisation of the classifier,
 the loss, and multi-scale / flip / crop averaging of validation predictions with a
@@ -93,7 +93,7 @@ def resolve_label(cfg):
 
 
 def _devices(spec):
-    from rn38.parallel import parse_devices
+    from rn38.devices import parse_devices
     return parse_devices(spec)
 
 
@@ -192,7 +192,7 @@ def set_authors_wd_mults(net):
 
 def softmax_cross_entropy(scores, label):
     """``(sum of -log softmax(scores)[label], count)`` as NDArrays, the loss of
-    :func:`rn38.parallel.forward_backward`."""
+    :func:`rn38.recompute.forward_backward`."""
     nll = -mx.nd.pick(mx.nd.log_softmax(scores, axis=1), label, axis=1)
     return nll.sum(), mx.nd.array([scores.shape[0]], ctx=scores.context)
 
@@ -297,7 +297,7 @@ def save_cached(path, probs, key, dtype):
 
 def _forward_probs(net, batch, devices):
     """Softmax probabilities of a numpy batch ``(n, 3, s, s)``, split over ``devices``."""
-    from rn38.parallel import split_batch
+    from rn38.devices import split_batch
     data_list, _ = split_batch(batch, np.zeros(len(batch), np.float32), devices)
     try:
         outs = [mx.nd.softmax(net(x), axis=1).asnumpy() for x in data_list]
@@ -471,7 +471,7 @@ def train(cfg, logger=None):
     ``cfg.split`` with the authors' recipe; resumable from its own checkpoints.
     Returns the history of :func:`rn38.train.fit`."""
     from rn38 import train as shared
-    from rn38.parallel import hybridize_for_training
+    from rn38.recompute import hybridize_for_training
     from rn38.runtime import configure_mxnet
     import iclass
     configure_mxnet(debug=cfg.debug, mirror=cfg.backward_do_mirror)  # no-op if the entry did
@@ -528,7 +528,7 @@ def classification_validator(cfg, logger):
 
 def _train_locked(cfg, spec, from_epoch, stop_epoch, run_id, logger):
     from rn38 import train as shared
-    from rn38.parallel import hybridize_for_training
+    from rn38.recompute import hybridize_for_training
     import iclass
     label = spec.label
     shared.save_config(cfg.to_dict(), os.path.join(cfg.output, label + '_config.yaml'))

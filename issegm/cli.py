@@ -227,7 +227,7 @@ def make_config(dataset, argv=None):
     cfg.test_scales = [int(s) for s in str(cfg.test_scales).split(',') if s.strip()]
     if cfg.phase == 'val' and cfg.dtype != 'float32':  # before any work: one-line errors
         from rn38.lowprec import check_dtype
-        from rn38.parallel import parse_devices
+        from rn38.devices import parse_devices
         import logging
         cfg.dtype = check_dtype(cfg.dtype, parse_devices(cfg.gpus), logger=logging.getLogger(
             'issegm.cli'))

@@ -390,7 +390,7 @@ def run_val(cfg, logger=None):
     """
     from rn38 import zoo
     from rn38.params import load_params
-    from rn38.parallel import parse_devices
+    from rn38.devices import parse_devices
     from rn38.train import save_config
     from .datasets import list_samples, spec_from_config
     logger = logger or logging.getLogger(__name__)

@@ -69,6 +69,7 @@ import mxnet as mx
 import numpy as np
 from PIL import Image
 
+from rn38.gluon_internals import children, operator_settings
 from rn38.image import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, interp_method
 
 from .datasets import read_image
@@ -121,8 +122,8 @@ def maps_to_image(fine, pred_stride, resized_hw, image_hw):
 
 def _layer_geometry(layer):
     """(kernel, stride, dilation) of a Conv2D or pooling block along one axis, else None."""
-    kw = getattr(layer, '_kwargs', None)
-    if not isinstance(kw, dict) or 'kernel' not in kw:
+    kw = operator_settings(layer)
+    if 'kernel' not in kw:
         return None
     if kw.get('global_pool'):
         return None
@@ -137,13 +138,22 @@ def _layer_geometry(layer):
 def receptive_radius(net):
     """Receptive-field radius in input pixels of a feed-forward conv network.
 
-    Walks the blocks in order and sums ``dilation * (kernel - 1) / 2 * input stride`` over
-    the convolutions and poolings. In a residual block only the main branch (``.convs``)
-    is followed: the 1x1 shortcut reaches no further. A network can state its own value as
-    ``net.receptive_radius``. Returns an int, or None if the network has no convolution.
+    The network's own value ``net.receptive_radius`` if it states one (the ResNet-38 FCNs
+    do, from their stage table), else :func:`walked_receptive_radius`. Returns an int, or
+    None if the network has no convolution.
     """
     if hasattr(net, 'receptive_radius') and not callable(net.receptive_radius):
         return int(net.receptive_radius)
+    return walked_receptive_radius(net)
+
+
+def walked_receptive_radius(net):
+    """Receptive-field radius of ``net`` found by walking its layers (int, or None).
+
+    Walks the blocks in order and sums ``dilation * (kernel - 1) / 2 * input stride`` over
+    the convolutions and poolings. In a residual block only the main branch (``.convs``)
+    is followed: the 1x1 shortcut reaches no further.
+    """
     state = {'radius': 0.0, 'stride': 1, 'found': False}
 
     def walk(block):
@@ -158,7 +168,7 @@ def receptive_radius(net):
         if convs is not None and hasattr(block, 'shortcut'):  # rn38.net.ResBlock
             walk(convs)
             return
-        for child in block._children.values():
+        for child in children(block):
             walk(child)
 
     walk(net)

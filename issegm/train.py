@@ -11,8 +11,9 @@ import mxnet as mx
 import numpy as np
 
 from rn38 import zoo
+from rn38.devices import parse_devices
 from rn38.loader import BatchLoader
-from rn38.parallel import hybridize_for_training, parse_devices
+from rn38.recompute import hybridize_for_training
 from rn38.runtime import configure_mxnet
 from rn38.train import (LRSchedule, claim_output, fit, interrupted, load_trainer_state,
                         make_trainer, resume_epoch, save_config, set_lr_wd_mults,
@@ -35,7 +36,7 @@ class BootstrappedSoftmaxLoss:
     Called once per device on its slice of the batch, as the authors' OHEM softmax runs on
     each device: the hard pixels are chosen per device, each device's gradient is divided
     by its own ``kept`` and the devices are averaged (``normalization = 'device'``, see
-    :func:`rn38.parallel.forward_backward`).
+    :func:`rn38.recompute.forward_backward`).
     """
 
     normalization = 'device'

@@ -5,11 +5,11 @@ import tempfile
 
 import mxnet as mx
 
-from .parallel import parse_devices
+from .devices import parse_devices
 
 
 def available_devices(spec, option='--gpus'):
-    """Contexts of the device option ``spec`` (see :func:`rn38.parallel.parse_devices`).
+    """Contexts of the device option ``spec`` (see :func:`rn38.devices.parse_devices`).
 
     ValueError naming ``option`` when the text does not parse or a GPU it names does not
     exist here (MXNet itself would only fail at the first array, with "GPU is not

@@ -9,6 +9,7 @@ Parameter names are the released ones (``res4b3_branch2b1_weight``, ``bn7_gamma`
 the only difference with the released files is Gluon's ``running_mean``/``running_var``
 for the file's ``moving_mean``/``moving_var``, handled in :mod:`rn38.params`.
 """
+import math
 from collections import namedtuple
 
 from mxnet.gluon import nn, HybridBlock
@@ -87,6 +88,20 @@ def table_feat_stride(table):
     return 2 ** sum(1 for r in table[:-1] if r.down != 'none' and not r.dilate)
 
 
+def path_radius(geometry):
+    """Receptive-field radius (input pixels, rounded up) of a chain of windows.
+
+    ``geometry``: ``(kernel, stride, dilation)`` of each convolution / pooling along the
+    longest path, in forward order; each adds ``dilation * (kernel - 1) / 2`` times the
+    stride of its input.
+    """
+    radius, stride = 0.0, 1
+    for kernel, step, dilation in geometry:
+        radius += dilation * (kernel - 1) / 2.0 * stride
+        stride *= step
+    return int(math.ceil(radius))
+
+
 class BNReLU(HybridBlock):
     """BatchNorm then ReLU; the pre-activation of a residual conv."""
 
@@ -125,6 +140,11 @@ class ResBlock(HybridBlock):
         dilation_rest = dilation if dilation_rest is None else dilation_rest
         suffixes = ['branch2a'] + ['branch2b%d' % i for i in range(1, len(channels))]
         self.dropout_rate = dropout
+        # (kernel, stride, dilation) of the convolutions of the main branch, which reaches
+        # further than the 1x1 shortcut
+        self.geometry = tuple(
+            (k, stride if i == 0 else 1, 1 if k == 1 else (dilation if i == 0 else dilation_rest))
+            for i, k in enumerate(kernels))
         with self.name_scope():
             self.pre = nn.HybridSequential(prefix='')
             self.convs = nn.HybridSequential(prefix='')
@@ -168,8 +188,10 @@ class ResNet38Features(HybridBlock):
         self.table = tuple(table)
         self.feat_stride = table_feat_stride(self.table)
         self.out_channels = self.table[-1].channels[-1]
+        geometry = [(table[0].kernels[0], 1, 1)]
         with self.name_scope():
-            # Top-level stages, in order: the unit of recomputation in memory-saving training.
+            # Top-level stages, in order; their ResBlocks are the units of recomputation in
+            # memory-saving training (recompute_units).
             self.stages = nn.HybridSequential(prefix='')
             channels = table[0].channels[0]
             self.stages.add(_conv('conv1a', 3, channels, table[0].kernels[0]))
@@ -179,9 +201,11 @@ class ResNet38Features(HybridBlock):
                 if prev.down == 'pool':
                     if prev.dilate:  # stride-1 pool padded by the dilation, then dilate
                         self.stages.add(nn.MaxPool2D(3, 1, dilation))
+                        geometry.append((3, 1, 1))
                         dilation *= 2
                     else:
                         self.stages.add(nn.MaxPool2D(3, 2, pool_pad))
+                        geometry.append((3, 2, 1))
                 stride, dil_first, dil_rest = 1, dilation, dilation
                 if prev.down == 'conv':
                     if prev.dilate:
@@ -198,12 +222,46 @@ class ResNet38Features(HybridBlock):
                         dilation=dil_first if i == 0 else dilation,
                         dilation_rest=dil_rest if i == 0 else dilation,
                         projection=(i == 0), dropout=row.dropout, freeze_bn=freeze_bn))
+                    geometry.extend(level_blocks[-1].geometry)
                 self.stages.add(level_blocks)
                 channels = row.channels[-1]
             self.stages.add(BNReLU('bn7', channels, freeze_bn))
+        self.geometry = tuple(geometry)
+
+    @property
+    def receptive_radius(self):
+        """Receptive-field radius of ``relu7`` in input pixels (see :func:`path_radius`)."""
+        return path_radius(self.geometry)
+
+    def recompute_units(self):
+        """The blocks that applied in order equal ``forward``: ``conv1a``, [``pool1``],
+        ``res2a``, ``res2b1``, ..., the ``bn7`` + ReLU; the units of segment recomputation
+        (:mod:`rn38.recompute`). Each parameter belongs to exactly one unit."""
+        units = []
+        for stage in self.stages:
+            if isinstance(stage, nn.HybridSequential):
+                units.extend(stage)
+            else:
+                units.append(stage)
+        return units
 
     def hybrid_forward(self, F, x):
         return self.stages(x)
+
+
+class GlobalPoolFC(HybridBlock):
+    """The classifier tail: global average pool, then the FC layer ``linear{classes}``.
+
+    ``(N, C, H, W)`` -> ``(N, classes)``.
+    """
+
+    def __init__(self, classes, in_channels, **kwargs):
+        super().__init__(prefix='', **kwargs)
+        with self.name_scope():
+            self.fc = nn.Dense(classes, in_units=in_channels, prefix='linear%d_' % classes)
+
+    def hybrid_forward(self, F, x):
+        return self.fc(F.Pooling(x, kernel=(1, 1), pool_type='avg', global_pool=True))
 
 
 class ResNet38Classifier(HybridBlock):
@@ -217,14 +275,22 @@ class ResNet38Classifier(HybridBlock):
         self.classes = classes
         with self.name_scope():
             self.features = ResNet38Features(table, pool_pad, freeze_bn)
-            self.fc = nn.Dense(classes, in_units=self.features.out_channels,
-                               prefix='linear%d_' % classes)
+            self.tail = GlobalPoolFC(classes, self.features.out_channels)
         self.feat_stride = self.features.feat_stride
         self.head_names = ('linear%d' % classes,)
 
+    @property
+    def fc(self):
+        """The FC layer ``linear{classes}`` (``nn.Dense``)."""
+        return self.tail.fc
+
+    def recompute_units(self):
+        """The backbone's units, then the pool + FC tail (see
+        :meth:`ResNet38Features.recompute_units`)."""
+        return self.features.recompute_units() + [self.tail]
+
     def hybrid_forward(self, F, x):
-        pooled = F.Pooling(self.features(x), kernel=(1, 1), pool_type='avg', global_pool=True)
-        return self.fc(pooled)
+        return self.tail(self.features(x))
 
 
 class ResNet38FCN(HybridBlock):
@@ -264,6 +330,19 @@ class ResNet38FCN(HybridBlock):
         self.head_names = {'2conv': ('conv6a', 'linear%d' % classes),
                            'bn-2conv': ('conv6a_bn', 'conv6a', 'linear%d' % classes),
                            '1conv': ('linear%d' % classes,)}[head]
+        self.geometry = self.features.geometry + ((3, 1, head_dilation),) * (
+            1 if head == '1conv' else 2)
+
+    @property
+    def receptive_radius(self):
+        """Receptive-field radius of the scores in input pixels (see :func:`path_radius`):
+        what a sliding window needs around its core for exact results."""
+        return path_radius(self.geometry)
+
+    def recompute_units(self):
+        """The backbone's units, then the head (see
+        :meth:`ResNet38Features.recompute_units`)."""
+        return self.features.recompute_units() + [self.head]
 
     def hybrid_forward(self, F, x):
         return self.head(self.features(x))

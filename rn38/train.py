@@ -18,6 +18,8 @@ from mxnet import gluon
 from tqdm import tqdm
 
 from .atomic import atomic_path, atomic_write_bytes, write_json
+from .gluon_internals import (set_update_counts, trainer_kvstore, trainer_optimizer,
+                              trainer_params, trainer_updaters, update_counts, updates_on_kvstore)
 from .params import save_params, ParamsError
 from .zoo import label_from_weights
 
@@ -65,7 +67,7 @@ def make_trainer(net, optimizer, optimizer_params, kvstore='device', num_devices
     ``kvstore``: 'local', 'device', 'dist_sync', 'dist_sync_device', 'dist_async'; with one
     device and a non-distributed store no kvstore is used at all.
     """
-    from .parallel import make_kvstore
+    from .kvstore import make_kvstore
     store, update_on_kvstore = make_kvstore(kvstore, num_devices)
     params = {k: v for k, v in net.collect_params().items() if v.grad_req != 'null'}
     return gluon.Trainer(params, optimizer, optimizer_params, kvstore=store,
@@ -110,7 +112,7 @@ def _optimizer_settings(optimizer):
 
 def _trainer_params(trainer):
     """``[(name, Parameter)]`` in the trainer's index order."""
-    return [(p.name, p) for p in trainer._params]
+    return [(p.name, p) for p in trainer_params(trainer)]
 
 
 def save_optimizer_state(trainer, params_path, run_id=None):
@@ -122,12 +124,10 @@ def save_optimizer_state(trainer, params_path, run_id=None):
     and shapes, and ``run_id``. Both atomic. Returns False (nothing written) when the
     optimizer runs on the parameter servers (``dist_async``): its state is not here.
     """
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    if trainer._update_on_kvstore:
+    if updates_on_kvstore(trainer):
         return False
-    optimizer = trainer._optimizer
-    updater = trainer._updaters[0]
+    optimizer = trainer_optimizer(trainer)
+    updater = trainer_updaters(trainer)[0]
     arrays, names, shapes = {}, [], {}
     for index, (name, param) in enumerate(_trainer_params(trainer)):
         names.append(name)
@@ -140,7 +140,7 @@ def save_optimizer_state(trainer, params_path, run_id=None):
                             'stored' % (_optimizer_name(optimizer), type(state).__name__))
         arrays[name] = state.as_in_context(mx.cpu())
     first_device = getattr(param.list_ctx()[0], 'device_id', 0) if names else 0
-    counts = optimizer._all_index_update_counts.get(first_device, optimizer._index_update_count)
+    counts = update_counts(optimizer, first_device)
     meta = {'format': STATE_FORMAT, 'optimizer': _optimizer_name(optimizer),
             'settings': _optimizer_settings(optimizer), 'num_update': int(optimizer.num_update),
             'update_counts': {names[i]: int(c) for i, c in counts.items() if i < len(names)},
@@ -221,21 +221,20 @@ def load_trainer_state(trainer, params_path, logger=None):
     if not (have_nd and have_json):
         raise StateError('%s: missing (its partner %s exists)'
                          % (json_path if have_nd else nd_path, nd_path if have_nd else json_path))
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
+    trainer_kvstore(trainer)
     meta, arrays = _read_state_files(trainer, params_path)
-    optimizer = trainer._optimizer
+    optimizer = trainer_optimizer(trainer)
     if meta['optimizer'] != _optimizer_name(optimizer):
         raise StateError('%s: state of optimizer %s, this run uses %s; start a new run (another '
                          '--output or --model label) to change the optimizer'
                          % (json_path, meta['optimizer'], _optimizer_name(optimizer)))
-    if trainer._update_on_kvstore:
+    if updates_on_kvstore(trainer):
         logger.warning('the optimizer runs on the parameter servers: the state in %s is not '
                        'restored, momentum starts from zero', nd_path)
         return meta
     params = _trainer_params(trainer)
     index_of = {name: i for i, (name, _) in enumerate(params)}
-    for k, updater in enumerate(trainer._updaters):
+    for k, updater in enumerate(trainer_updaters(trainer)):
         for name, value in arrays.items():
             i = index_of[name]
             ctx = params[i][1].list_ctx()[k]
@@ -244,9 +243,7 @@ def load_trainer_state(trainer, params_path, logger=None):
             updater.states_synced[i] = True
     counts = {index_of[n]: c for n, c in meta['update_counts'].items()}
     devices = {getattr(c, 'device_id', 0) for _, p in params for c in p.list_ctx()} or {0}
-    for device in devices:
-        optimizer._all_index_update_counts[device] = dict(counts)
-    optimizer._index_update_count = optimizer._all_index_update_counts[min(devices)]
+    set_update_counts(optimizer, counts, devices)
     optimizer.num_update = int(meta['num_update'])
     changed = ['%s %g -> %g' % (k, v, _optimizer_settings(optimizer)[k])
                for k, v in sorted(meta['settings'].items())
@@ -649,7 +646,7 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     loader: a :class:`rn38.loader.BatchLoader`-like object (``len``, ``set_epoch``,
     iteration over ``(data, label)`` numpy batches, ``wait_seconds``).
     loss_fn(scores, label) -> (loss_sum, count) NDArrays; the gradient is normalised as
-    :func:`rn38.parallel.forward_backward` says (globally, or per device for a loss with
+    :func:`rn38.recompute.forward_backward` says (globally, or per device for a loss with
     ``normalization = 'device'``). accuracy_fn(scores, label) ->
     (correct, total) numbers. schedule(n) -> lr for the 1-based global update n; the lr of
     an update depends only on (epoch, batch index), and MXNet's random generator (dropout)
@@ -663,8 +660,9 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     ``history.json``, ``epochs.csv``, ``loss_curve.png``.
     Returns the history dict.
     """
-    from .parallel import (forward_backward, release_freed_memory_early, return_free_memory,
-                           split_batch, step_scale, sync_initial_params, worker_info)
+    from .devices import split_batch
+    from .kvstore import step_scale, sync_initial_params, worker_info
+    from .recompute import forward_backward, release_freed_memory_early, return_free_memory
     logger = logger or logging.getLogger('rn38')
     if keep_checkpoints < 0 or val_every < 0:
         raise ValueError('--keep-checkpoints and --val-every take a number >= 0')

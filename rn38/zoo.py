@@ -14,6 +14,7 @@ from collections import namedtuple
 
 import mxnet as mx
 
+from .gluon_internals import load_into, set_global_stats, walk_blocks
 from .net import ResNet38Classifier, ResNet38FCN, stage_table
 from .params import _compatible, load_params, read_params, released_keys
 
@@ -197,15 +198,11 @@ def set_bn_statistics(net, mode):
                          % (mode, ', '.join(BN_STATS)))
     heads = tuple(name + '_' for name in net.head_names)
 
-    def walk(block):
+    for block in walk_blocks(net):
         if isinstance(block, mx.gluon.nn.BatchNorm):
             in_head = block.gamma.name.startswith(heads)
-            block._kwargs['use_global_stats'] = mode == 'frozen' or (
-                mode == 'frozen-backbone' and not in_head)
-        for child in block._children.values():
-            walk(child)
-
-    walk(net)
+            set_global_stats(block, mode == 'frozen' or (
+                mode == 'frozen-backbone' and not in_head))
 
 
 def build_model(label, task, freeze_bn=False, pool_style=None, head='2conv', bn_stats=None):
@@ -334,7 +331,7 @@ def _load_matching(net, path, ctx):
     loaded = sorted(k for k in wanted if k in arrays and k not in mismatched)
     skipped = sorted(k for k in wanted if k not in loaded)
     for key in loaded:
-        wanted[key]._load_init(arrays[key].astype(wanted[key].dtype, copy=False), ctx)
+        load_into(wanted[key], arrays[key].astype(wanted[key].dtype, copy=False), ctx)
     init = new_layer_init()
     for key in skipped:
         wanted[key].initialize(None, ctx, default_init=init)

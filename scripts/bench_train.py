@@ -233,7 +233,7 @@ def mode_memory(args):
 
 def mode_speed(args):
     """Rows of the speed table: one training step (forward, backward, SGD update) of the
-    same network, ours (hybridized Gluon, :func:`rn38.parallel.forward_backward`, the
+    same network, ours (hybridized Gluon, :func:`rn38.recompute.forward_backward`, the
     bootstrapped loss, gluon.Trainer) against the exported symbol driven by
     ``mx.mod.Module`` as the authors' code does (SoftmaxOutput loss), in this process."""
     import tempfile
@@ -241,14 +241,14 @@ def mode_speed(args):
     import numpy as np
     from mxnet import gluon
     from issegm.train import BootstrappedSoftmaxLoss
-    from rn38 import parallel
+    from rn38 import recompute
     from rn38.zoo import get_model
 
     rows = []
     for crop in args.crops:
         mx.random.seed(0)
         net = get_model(args.model, 'segmentation', freeze_bn=True)
-        parallel.hybridize_for_training(net)
+        recompute.hybridize_for_training(net)
         rs = np.random.RandomState(0)
         x = mx.nd.array(rs.standard_normal((args.batch, 3, crop, crop)))
         out = -(-crop // net.feat_stride)
@@ -259,7 +259,7 @@ def mode_speed(args):
         loss = BootstrappedSoftmaxLoss()
 
         def ours():
-            parallel.forward_backward(net, [x], [y], loss)
+            recompute.forward_backward(net, [x], [y], loss)
             trainer.step(1)
             mx.nd.waitall()
 

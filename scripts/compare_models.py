@@ -84,7 +84,7 @@ def child_measure(key, forward_shape, crop):
     import mxnet as mx
     import numpy as np
     from rn38 import zoo
-    from rn38.parallel import forward_backward
+    from rn38.recompute import forward_backward
     from rn38.train import make_trainer, set_lr_wd_mults
     from issegm.train import BootstrappedSoftmaxLoss
     name, label, options = ROWS[key]

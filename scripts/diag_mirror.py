@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Where the peak memory of a training step goes: the segment plan, and the current and
-peak RSS (MiB) after each segment run of :func:`rn38.parallel.forward_backward` (forward
+peak RSS (MiB) after each segment run of :func:`rn38.recompute.forward_backward` (forward
 and recomputation), after the backward and after each step. ``act`` is the peak minus the
 peak after a 32x32 step. The settings are those of the trainers (hybridization,
 :func:`rn38.runtime.configure_mxnet`, the allocator setting of :func:`rn38.train.fit`).
@@ -37,14 +37,14 @@ def main():
     import mxnet as mx
     import numpy as np
     from mxnet import gluon
-    from rn38 import parallel
+    from rn38 import recompute
     from rn38.zoo import get_model
     mx.random.seed(0)
     net = get_model(args.model, 'segmentation', freeze_bn=True)
     if args.hybridize:
-        parallel.hybridize_for_training(net)
+        recompute.hybridize_for_training(net)
     if args.mirror:
-        parallel.release_freed_memory_early()
+        recompute.release_freed_memory_early()
 
     def seg_loss(scores, label):
         """Summed pixel softmax CE; count = pixels. ``(N, C, h, w)``, ``(N, h, w)``."""
@@ -58,20 +58,20 @@ def main():
     nbytes = sum(p.data().size * 4 for p in net.collect_params().values())
     print('param MiB %.0f' % (nbytes / 2 ** 20))
     if args.trace:
-        orig_run = parallel._run
+        orig_run = recompute._run
         def run(units, x, seeds, ctx):
             y = orig_run(units, x, seeds, ctx)
             y.wait_to_read()
             print('  seg %-30s in %s out %s rss %.0f peak %.0f' % (
                 ','.join(u.name or type(u).__name__ for u in units)[:30], x.shape, y.shape, rss(), peak()), flush=True)
             return y
-        parallel._run = run
+        recompute._run = run
 
     def step(crop):
         x = mx.nd.array(rs.standard_normal((1, 3, crop, crop)))
         out = -(-crop // net.feat_stride)
         y = mx.nd.array(rs.randint(0, net.classes, (1, out, out)))
-        parallel.forward_backward(net, [x], [y], seg_loss, mirror=bool(args.mirror))
+        recompute.forward_backward(net, [x], [y], seg_loss, mirror=bool(args.mirror))
         print(' after fb rss %.0f peak %.0f' % (rss(), peak()), flush=True)
         trainer.step(1)
         mx.nd.waitall()
@@ -79,9 +79,9 @@ def main():
     step(32)
     base = peak()
     print('base %.0f rss %.0f' % (base, rss()))
-    units = parallel.stage_segments(net)
+    units = recompute.stage_segments(net)
     if args.mirror:
-        segs = parallel._resolve_segments(net, units, None, (1, 3, args.crop, args.crop))
+        segs = recompute._resolve_segments(net, units, None, (1, 3, args.crop, args.crop))
         print('plan:', [[u.name or type(u).__name__ for u in s] for s in segs])
     for i in range(args.steps + 1):
         t = time.time()

@@ -3,9 +3,10 @@
 ``--mode dist``: one worker of a ``dist_sync`` job (started with MXNet's ``DMLC_*``
 environment); it trains on the data of its rank and writes ``<out-dir>/worker<rank>.npz``.
 ``--mode single``: one process with two CPU contexts, context ``d`` getting the data of
-rank ``d``; writes ``<out-dir>/single.npz``. Both use :mod:`rn38.parallel` exactly as the
-trainers do. Saved arrays: ``init/<param>`` (this process's own initialisation),
-``start/<param>`` (after :func:`~rn38.parallel.sync_initial_params`), ``final/<param>``
+rank ``d``; writes ``<out-dir>/single.npz``. Both use :mod:`rn38.devices`, :mod:`rn38.kvstore`
+and :mod:`rn38.recompute` exactly as the trainers do. Saved arrays: ``init/<param>`` (this
+process's own initialisation),
+``start/<param>`` (after :func:`~rn38.kvstore.sync_initial_params`), ``final/<param>``
 (after the steps); in single mode ``final`` is context 0, ``final1`` context 1.
 """
 import argparse
@@ -16,7 +17,7 @@ import numpy as np
 from mxnet import gluon
 
 import iclass
-from rn38 import parallel
+from rn38 import devices, kvstore, recompute
 
 MODEL = 'demo-cls_rna-a1-mini_cls5'
 PER_WORKER, SIZE, CLASSES = 2, 32, 5
@@ -49,12 +50,12 @@ def main():
 
     if args.mode == 'dist':
         ctx = [mx.cpu()]
-        store, update_on_kvstore = parallel.make_kvstore('dist_sync', 1)
-        rank, num_workers = parallel.worker_info(store)
+        store, update_on_kvstore = kvstore.make_kvstore('dist_sync', 1)
+        rank, num_workers = kvstore.worker_info(store)
         ranks = [rank]
     else:
-        ctx = parallel.parse_devices('cpu:2')
-        store, update_on_kvstore = parallel.make_kvstore('local', len(ctx))
+        ctx = devices.parse_devices('cpu:2')
+        store, update_on_kvstore = kvstore.make_kvstore('local', len(ctx))
         rank, num_workers, ranks = 0, 1, [0, 1]
     mx.random.seed(100 + rank)          # each worker initialises differently on purpose
     net = iclass.get_model(MODEL, ctx=ctx)
@@ -62,15 +63,15 @@ def main():
     params = {k: p for k, p in net.collect_params().items() if p.grad_req != 'null'}
     trainer = gluon.Trainer(params, 'sgd', {'learning_rate': 0.1, 'momentum': 0.9, 'wd': 1e-4},
                             kvstore=store, update_on_kvstore=update_on_kvstore)
-    parallel.sync_initial_params(trainer)
+    kvstore.sync_initial_params(trainer)
     saved.update({'start/' + k: v for k, v in snapshot(net, ctx[0]).items()})
-    scale = parallel.step_scale(trainer)
+    scale = kvstore.step_scale(trainer)
     for step in range(args.steps):
         parts = [batch(r, step) for r in ranks]
         data = np.concatenate([p[0] for p in parts])
         label = np.concatenate([p[1] for p in parts])
-        data_list, label_list = parallel.split_batch(data, label, ctx)
-        parallel.forward_backward(net, data_list, label_list, ce_loss, mirror=bool(args.mirror))
+        data_list, label_list = devices.split_batch(data, label, ctx)
+        recompute.forward_backward(net, data_list, label_list, ce_loss, mirror=bool(args.mirror))
         trainer.step(scale)
     mx.nd.waitall()
     saved.update({'final/' + k: v for k, v in snapshot(net, ctx[0]).items()})

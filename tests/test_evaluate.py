@@ -11,9 +11,11 @@ import issegm
 from issegm.datasets import DataError, get_dataset_spec, list_samples
 from issegm.evaluate import evaluate, output_paths
 from issegm.official import official_cityscapes_eval
-from issegm.predictor import SegPredictor, receptive_radius, resize_maps, scaled_size
+from issegm.predictor import (SegPredictor, receptive_radius, resize_maps, scaled_size,
+                              walked_receptive_radius)
 from issegm.metrics import ConfusionMatrix
 from rn38.image import BICUBIC, BILINEAR, LANCZOS, interp_method
+from rn38.net import ResNet38FCN, stage_table
 from rn38.zoo import build_model
 
 MINI = 'cityscapes_rna-a1-mini_cls19_s8'
@@ -139,6 +141,16 @@ def test_receptive_radius():
     assert receptive_radius(small_rf_net()) == 12
     assert receptive_radius(build_model('cityscapes_rna-a1_cls19_s8', 'segmentation')) == 470
     assert receptive_radius(build_model(MINI, 'segmentation')) == 318
+
+
+@pytest.mark.parametrize('net_name,stride,head', [
+    ('a1', 8, '2conv'), ('a1', 16, '1conv'), ('a1', 32, 'bn-2conv'), ('a', 16, '2conv'),
+    ('a', 32, '2conv'), ('a1-mini', 8, '1conv'), ('a-mini', 16, 'bn-2conv')])
+def test_network_states_the_radius_its_layers_have(net_name, stride, head):
+    """The FCN's radius from its stage table equals the walk over the built layers (no
+    parameters allocated)."""
+    net = ResNet38FCN(stage_table(net_name, stride, segmentation=True), 19, head=head)
+    assert net.receptive_radius == walked_receptive_radius(net) > 0
 
 
 # ----------------------------------------------------------------------------- protocol

@@ -1,4 +1,5 @@
-"""rn38.parallel: segment recomputation, several devices, kvstore settings.
+"""rn38.recompute, rn38.devices, rn38.kvstore: segment recomputation, several devices,
+kvstore settings.
 
 Tolerances: gradients with recomputation vs without, float32, ``rtol=1e-4, atol=1e-6``
 (in practice they are bitwise equal on CPU: the same ops run on the same inputs).
@@ -19,7 +20,7 @@ from mxnet import autograd, gluon
 
 import iclass
 import issegm
-from rn38 import parallel as P
+from rn38 import devices, kvstore, recompute
 
 SEG = 'cityscapes_rna-a1-mini_cls19_s8'
 CLS = 'ilsvrc-cls_rna-a1-mini_cls1000'
@@ -76,7 +77,7 @@ def _net(get_model, label, seed, hybridize, **kwargs):
     mx.random.seed(seed)
     net = get_model(label, **kwargs)
     if hybridize:
-        P.hybridize_for_training(net)      # as the trainers do
+        recompute.hybridize_for_training(net)      # as the trainers do
     return net
 
 
@@ -105,7 +106,7 @@ def cls_batch(n=4, size=32):
 
 def run(net, x, y, loss_fn, seed, **kw):
     mx.random.seed(seed)
-    loss, count, outs = P.forward_backward(net, [x], [y], loss_fn, **kw)
+    loss, count, outs = recompute.forward_backward(net, [x], [y], loss_fn, **kw)
     return loss, count, outs, grads(net)
 
 
@@ -116,7 +117,7 @@ def run(net, x, y, loss_fn, seed, **kw):
 def test_units_compose_to_the_network_and_partition_its_parameters(task):
     net = seg_net() if task == 'seg' else cls_net()
     x = seg_batch()[0] if task == 'seg' else cls_batch()[0]
-    units = P.stage_segments(net)
+    units = recompute.stage_segments(net)
     y = x
     for u in units:
         y = u(y)
@@ -130,22 +131,22 @@ def test_units_compose_to_the_network_and_partition_its_parameters(task):
     # a plain block exposes no segments: forward_backward falls back to plain backward
     dense = gluon.nn.Dense(3, in_units=4)
     dense.initialize()
-    assert P.stage_segments(dense) is None
-    loss, count, _ = P.forward_backward(
+    assert recompute.stage_segments(dense) is None
+    loss, count, _ = recompute.forward_backward(
         dense, [mx.nd.ones((2, 4))], [mx.nd.array([0, 1])], cls_loss, mirror=True)
     assert count == 2 and dense.weight.grad().abs().sum().asscalar() > 0
 
 
 def test_plan_is_optimal_for_its_memory_model():
     net = seg_net()
-    units = P.stage_segments(net)
+    units = recompute.stage_segments(net)
     shape = (1, 3, 64, 64)
-    costs = P.unit_costs(units, shape)
-    plan = P.plan_segments(units, shape)
+    costs = recompute.unit_costs(units, shape)
+    plan = recompute.plan_segments(units, shape)
     starts = np.cumsum([0] + [len(s) for s in plan])[:-1].tolist()
     assert [u for s in plan for u in s] == units
-    peak = P.plan_peak(costs, starts)
-    best = min(P.plan_peak(costs, [0] + list(c))
+    peak = recompute.plan_peak(costs, starts)
+    best = min(recompute.plan_peak(costs, [0] + list(c))
                for r in range(len(units))
                for c in itertools.combinations(range(1, len(units)), r))
     assert peak == pytest.approx(best)
@@ -161,10 +162,10 @@ def test_plan_is_optimal_for_its_memory_model():
 def test_mirror_gradients_equal_plain_fcn_with_dropout(hybridize):
     """Segmentation net: dropout active (levels 6, 7), BatchNorm frozen."""
     net = seg_net(hybridize)
-    assert any(P._has_dropout(u) for u in P.stage_segments(net))
+    assert any(recompute._has_dropout(u) for u in recompute.stage_segments(net))
     x, y = seg_batch()
     loss0, count0, out0, g0 = run(net, x, y, seg_loss, 5, mirror=False)
-    for segments in (None, 2, len(P.stage_segments(net))):
+    for segments in (None, 2, len(recompute.stage_segments(net))):
         loss, count, out, g = run(net, x, y, seg_loss, 5, mirror=True, segments=segments)
         assert count == count0 and loss == pytest.approx(loss0, rel=1e-6)
         np.testing.assert_allclose(out[0].asnumpy(), out0[0].asnumpy(), rtol=RTOL, atol=ATOL)
@@ -208,7 +209,7 @@ def test_conv_input_grad_equals_autograd(kernel, dilation, pad):
         y = conv(x)
     dy = mx.nd.array(rs.standard_normal(y.shape))
     y.backward(dy)
-    np.testing.assert_allclose(P._conv_input_grad(conv, dy).asnumpy(), x.grad.asnumpy(),
+    np.testing.assert_allclose(recompute._conv_input_grad(conv, dy).asnumpy(), x.grad.asnumpy(),
                                rtol=RTOL, atol=1e-5)
 
 
@@ -217,9 +218,9 @@ def test_mirror_fcn_head_outside_autograd_then_trainer_step():
     parameter gradients count as fresh for ``Trainer.step``; a second step gives the
     gradients of the plain pass again (nothing stale is left from the first)."""
     net = seg_net(hybridize=True)
-    units = P.stage_segments(net)
-    assert P._head_layers(units[-1]) is not None
-    assert P._head_layers(units[-2]) is None
+    units = recompute.stage_segments(net)
+    assert recompute._head_layers(units[-1]) is not None
+    assert recompute._head_layers(units[-2]) is None
     trainer = gluon.Trainer(trainable(net), 'sgd', {'learning_rate': 0.0}, kvstore=None)
     x, y = seg_batch()
     for _ in range(2):
@@ -233,35 +234,35 @@ def test_mirror_fcn_head_outside_autograd_then_trainer_step():
 
 
 def test_parse_devices():
-    assert P.parse_devices('') == [mx.cpu()]
-    assert P.parse_devices('cpu') == [mx.cpu()]
-    assert P.parse_devices('0,1') == [mx.gpu(0), mx.gpu(1)]
-    assert P.parse_devices('cpu:2') == [mx.cpu(0), mx.cpu(1)]
-    assert P.parse_devices('cpu0,cpu1') == [mx.cpu(0), mx.cpu(1)]
-    assert P.parse_devices('gpu:2') == [mx.gpu(0), mx.gpu(1)]
+    assert devices.parse_devices('') == [mx.cpu()]
+    assert devices.parse_devices('cpu') == [mx.cpu()]
+    assert devices.parse_devices('0,1') == [mx.gpu(0), mx.gpu(1)]
+    assert devices.parse_devices('cpu:2') == [mx.cpu(0), mx.cpu(1)]
+    assert devices.parse_devices('cpu0,cpu1') == [mx.cpu(0), mx.cpu(1)]
+    assert devices.parse_devices('gpu:2') == [mx.gpu(0), mx.gpu(1)]
     for bad in ('x', 'cpu:0', '0,0', 'gpu-1'):
         with pytest.raises(ValueError):
-            P.parse_devices(bad)
+            devices.parse_devices(bad)
 
 
 def test_split_batch():
     ctx = [mx.cpu(0), mx.cpu(1), mx.cpu(2)]
     data = np.arange(7 * 2, dtype=np.float32).reshape(7, 2)
     label = np.arange(7, dtype=np.float32)
-    xs, ys = P.split_batch(data, label, ctx)
+    xs, ys = devices.split_batch(data, label, ctx)
     assert [x.shape[0] for x in xs] == [3, 2, 2]
     assert [x.context for x in xs] == ctx and [y.context for y in ys] == ctx
     np.testing.assert_array_equal(np.concatenate([x.asnumpy() for x in xs]), data)
     np.testing.assert_array_equal(np.concatenate([y.asnumpy() for y in ys]), label)
-    xs, ys = P.split_batch(mx.nd.array(data[:4]), None, ctx[:2])
+    xs, ys = devices.split_batch(mx.nd.array(data[:4]), None, ctx[:2])
     assert [x.shape[0] for x in xs] == [2, 2] and ys == [None, None]
     with pytest.raises(ValueError, match='smaller than'):
-        P.split_batch(data[:2], label[:2], ctx)
+        devices.split_batch(data[:2], label[:2], ctx)
 
 
-@pytest.mark.parametrize('kvstore', ['local', 'device'])
+@pytest.mark.parametrize('kind', ['local', 'device'])
 @pytest.mark.parametrize('mirror', [False, True])
-def test_two_cpu_devices_give_the_update_of_one_device(kvstore, mirror):
+def test_two_cpu_devices_give_the_update_of_one_device(kind, mirror):
     """Frozen-BN classifier; one ignored label so the slices have different counts (1 and
     2): a per-device mean instead of the global normalisation would fail."""
     x, y = cls_batch(4)
@@ -270,13 +271,13 @@ def test_two_cpu_devices_give_the_update_of_one_device(kvstore, mirror):
     for ctx in ([mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]):
         net = cls_net(freeze_bn=True)
         net.collect_params().reset_ctx(ctx)
-        store, update_on_kvstore = P.make_kvstore(kvstore, len(ctx))
+        store, update_on_kvstore = kvstore.make_kvstore(kind, len(ctx))
         assert (store is None) == (len(ctx) == 1)
         trainer = gluon.Trainer(trainable(net), 'sgd',
                                 {'learning_rate': 0.5, 'momentum': 0.9, 'wd': 1e-4},
                                 kvstore=store, update_on_kvstore=update_on_kvstore)
-        xs, ys = P.split_batch(x, y, ctx)
-        loss, count, outs = P.forward_backward(net, xs, ys, cls_loss, mirror=mirror)
+        xs, ys = devices.split_batch(x, y, ctx)
+        loss, count, outs = recompute.forward_backward(net, xs, ys, cls_loss, mirror=mirror)
         assert count == 3 and len(outs) == len(ctx)
         g = {k: sum(p.grad(c).asnumpy() for c in ctx) for k, p in trainable(net).items()}
         trainer.step(1)
@@ -292,12 +293,12 @@ def test_two_cpu_devices_give_the_update_of_one_device(kvstore, mirror):
 
 
 def test_make_kvstore():
-    assert tuple(P.make_kvstore('device', 1)) == (None, None)
-    store, update_on_kvstore = P.make_kvstore('local', 2)
+    assert tuple(kvstore.make_kvstore('device', 1)) == (None, None)
+    store, update_on_kvstore = kvstore.make_kvstore('local', 2)
     assert store.type == 'local' and update_on_kvstore is False
     with pytest.raises(ValueError, match='unknown kvstore'):
-        P.make_kvstore('nccl2', 2)
-    assert P.step_scale(None) == 1 and P.worker_info(store) == (0, 1)
+        kvstore.make_kvstore('nccl2', 2)
+    assert kvstore.step_scale(None) == 1 and kvstore.worker_info(store) == (0, 1)
 
 
 class ForwardUpdatingBN(gluon.nn.BatchNorm):
@@ -345,7 +346,7 @@ def test_running_stats_updated_once_whether_forward_or_backward_updates_them(bn_
         net = TinyNet(bn_class)
         net.initialize(mx.init.Xavier())
         before = values(running(net))
-        P.forward_backward(net, [x], [y], seg_loss, mirror=mirror, segments=3)
+        recompute.forward_backward(net, [x], [y], seg_loss, mirror=mirror, segments=3)
         stats.append(values(running(net)))
         grads_.append(grads(net))
     assert max(np.abs(stats[0][k] - before[k]).max() for k in before) > 1e-3
@@ -408,9 +409,10 @@ def authors_seg_gradients(net, x_slices, y_slices, thresh, min_kept, global_coun
 
 
 def no_dropout(net):
-    for block in P._walk(net):
+    def off(block):
         if isinstance(block, gluon.nn.Dropout):
             block._rate = 0.0
+    net.apply(off)
     return net
 
 
@@ -439,12 +441,12 @@ def test_two_devices_ohem_equals_the_authors_per_device_normalisation(mirror):
 
     net = no_dropout(seg_net())
     net.collect_params().reset_ctx(ctx)
-    store, update_on_kvstore = P.make_kvstore('device', len(ctx))
+    store, update_on_kvstore = kvstore.make_kvstore('device', len(ctx))
     trainer = gluon.Trainer(trainable(net), 'sgd', {'learning_rate': 0.1, 'wd': 0.0},
                             kvstore=store, update_on_kvstore=update_on_kvstore)
     criterion = BootstrappedSoftmaxLoss(thresh=thresh, min_kept=min_kept)
-    xs, ys = P.split_batch(x, y, ctx)
-    _, count, _ = P.forward_backward(net, xs, ys, criterion, mirror=mirror)
+    xs, ys = devices.split_batch(x, y, ctx)
+    _, count, _ = recompute.forward_backward(net, xs, ys, criterion, mirror=mirror)
     assert count == sum(kept)
     got = {k: sum(p.grad(c).asnumpy() for c in ctx) for k, p in trainable(net).items()}
     assert_all_close(got, want)
@@ -497,14 +499,15 @@ def test_two_devices_resumed_run_equals_uninterrupted(tmp_path):
 def _spy_on_units(monkeypatch):
     """Record, at every training step, each recomputation unit's hybridization state."""
     seen = []
-    real = P.forward_backward
+    real = recompute.forward_backward
 
     def spy(net, data_list, label_list, loss_fn, mirror=False, segments=None):
         result = real(net, data_list, label_list, loss_fn, mirror=mirror, segments=segments)
-        seen.append((mirror, [(u.name, u._active, dict(u._flags)) for u in P.stage_segments(net)]))
+        seen.append((mirror, [(u.name, u._active, dict(u._flags))
+                              for u in recompute.stage_segments(net)]))
         return result
 
-    monkeypatch.setattr(P, 'forward_backward', spy)     # rn38.train.fit looks it up per call
+    monkeypatch.setattr(recompute, 'forward_backward', spy)  # rn38.train.fit looks it up per call
     return seen
 
 

@@ -7,6 +7,7 @@ head (VGG's fully connected layers, ResNet's ``fc``) is not used.
 """
 import mxnet as mx
 
+from ..gluon_internals import load_into
 from ..params import ParamsError
 
 
@@ -71,5 +72,5 @@ def load_zoo_backbone(net, path, ctx, zoo_name):
             raise ParamsError('%s: shape mismatch for %s (from %s): file has %s, model '
                               'expects %s' % (path, target.name, source.name, source.shape,
                                               target.shape))
-        target._load_init(source.data(), ctx)  # also completes a deferred shape
+        load_into(target, source.data(), ctx)  # also completes a deferred shape
     return [p.name for p in targets]

@@ -1,96 +1,25 @@
-"""Scale: memory-saving training (segment recomputation), several devices, several machines.
+"""Memory-saving training (segment recomputation) and the forward + backward step over
+per-device batch slices, shared by the segmentation and the classification trainers.
 
-Three independent pieces, shared by the segmentation and the classification trainers:
-
-* :func:`forward_backward` -- forward + backward over per-device batch slices, gradients
-  normalised by the global count, or per device (the loss's ``normalization``), optionally
-  with segment recomputation (``mirror``):
-  the network is cut into segments (:func:`stage_segments`, :func:`plan_segments`); the
-  first forward keeps only the segment boundary activations, the backward pass re-runs each
-  segment under ``autograd.record`` and back-propagates through it alone. The gradients
-  equal those of the plain pass (same dropout masks, BatchNorm running statistics updated
-  once). A convolution head (the FCN's ``conv6a`` + ReLU + ``linear``) is not recomputed
-  and its input gradient is a forward convolution with the flipped weights
-  (:func:`_conv_input_grad`), not MKLDNN's backward-data, whose im2col buffer for the
-  dilated 4096-channel ``conv6a`` (585 MB at crop 504) would otherwise dominate the peak.
-* :func:`parse_devices`, :func:`split_batch` -- device lists (``'cpu:2'`` makes
-  multi-device code testable on one CPU) and batch slicing.
-* :func:`make_kvstore`, :func:`step_scale`, :func:`sync_initial_params` -- kvstores for
-  ``gluon.Trainer``, including the distributed ``dist_sync`` (parameter-server) modes.
+:func:`forward_backward` -- forward + backward over per-device batch slices (see
+:func:`rn38.devices.split_batch`), gradients normalised by the global count, or per device
+(the loss's ``normalization``), optionally with segment recomputation (``mirror``): the
+network is cut into segments (:func:`stage_segments`, :func:`plan_segments`); the first
+forward keeps only the segment boundary activations, the backward pass re-runs each segment
+under ``autograd.record`` and back-propagates through it alone. The gradients equal those of
+the plain pass (same dropout masks, BatchNorm running statistics updated once). A
+convolution head (the FCN's ``conv6a`` + ReLU + ``linear``) is not recomputed and its input
+gradient is a forward convolution with the flipped weights (:func:`_conv_input_grad`), not
+MKLDNN's backward-data, whose im2col buffer for the dilated 4096-channel ``conv6a`` (585 MB
+at crop 504) would otherwise dominate the peak.
 """
-import os
-import re
-from collections import namedtuple
-
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon
+from mxnet import autograd
 from mxnet.gluon import nn
 
-# ---------------------------------------------------------------------------------------
-# Devices and batches
-# ---------------------------------------------------------------------------------------
-
-
-def parse_devices(spec):
-    """Device list of a ``--devices`` string.
-
-    ``''``/``'cpu'`` -> ``[cpu(0)]``; ``'0,1'`` -> ``[gpu(0), gpu(1)]``; ``'cpu:2'`` ->
-    ``[cpu(0), cpu(1)]`` (several CPU contexts, to run multi-device code on one CPU);
-    ``'cpu0,cpu1'``, ``'gpu0,gpu1'`` and ``'gpu:2'`` work too. ValueError otherwise.
-    """
-    spec = (spec or '').strip().lower()
-    if spec in ('', 'cpu'):
-        return [mx.cpu()]
-    m = re.match(r'^(cpu|gpu):(\d+)$', spec)
-    if m:
-        count = int(m.group(2))
-        if count < 1:
-            raise ValueError('--devices %r: need at least one device' % spec)
-        make = mx.cpu if m.group(1) == 'cpu' else mx.gpu
-        return [make(i) for i in range(count)]
-    devices = []
-    for item in spec.split(','):
-        m = re.match(r'^(cpu|gpu)?(\d+)$', item.strip())
-        if m is None:
-            raise ValueError("--devices %r: expected '', 'cpu', 'cpu:N', 'gpu:N' or a comma list "
-                             "of GPU ids / cpuN / gpuN, e.g. '0,1'" % spec)
-        make = mx.cpu if m.group(1) == 'cpu' else mx.gpu
-        devices.append(make(int(m.group(2))))
-    if len(set(devices)) != len(devices):
-        raise ValueError('--devices %r: a device is listed twice' % spec)
-    return devices
-
-
-def split_batch(data, label, ctx_list):
-    """Slice a batch along axis 0 into one slice per device, copied to that device.
-
-    ``data``: ``(N, ...)`` NDArray or numpy array; ``label``: ``(N, ...)`` or None.
-    Slice sizes differ by at most one (the first ``N % k`` devices get one more); with the
-    global normalisation of :func:`forward_backward` uneven slices are still exact (the
-    per-device one, the authors' for segmentation, weighs each device equally). Returns ``(data_list, label_list)`` (``label_list`` is Nones if
-    ``label`` is None). ValueError if ``N`` is smaller than the number of devices.
-    """
-    ctx_list = list(ctx_list)
-    n = data.shape[0]
-    if n < len(ctx_list):
-        raise ValueError('batch of %d is smaller than the %d devices: use a batch of at '
-                         'least one image per device' % (n, len(ctx_list)))
-    if label is not None and label.shape[0] != n:
-        raise ValueError('data has %d samples, label %d' % (n, label.shape[0]))
-    base, extra = divmod(n, len(ctx_list))
-    bounds = np.cumsum([0] + [base + (1 if i < extra else 0) for i in range(len(ctx_list))])
-
-    def to(x, lo, hi, ctx):
-        part = x[int(lo):int(hi)]
-        if isinstance(part, mx.nd.NDArray):
-            return part.as_in_context(ctx)
-        return mx.nd.array(part, ctx=ctx, dtype=part.dtype)
-
-    data_list = [to(data, lo, hi, c) for lo, hi, c in zip(bounds[:-1], bounds[1:], ctx_list)]
-    label_list = [None if label is None else to(label, lo, hi, c)
-                  for lo, hi, c in zip(bounds[:-1], bounds[1:], ctx_list)]
-    return data_list, label_list
+from .gluon_internals import (activation_type, conv_operator, dropout_rate, operator_settings,
+                              uses_global_stats, walk_blocks)
 
 
 # ---------------------------------------------------------------------------------------
@@ -98,70 +27,25 @@ def split_batch(data, label, ctx_list):
 # ---------------------------------------------------------------------------------------
 
 
-class GlobalPoolFC(gluon.HybridBlock):
-    """The classifier tail as one block: global average pool then the FC layer.
-
-    ``(N, C, H, W)`` -> ``(N, classes)``. Shares ``fc``'s parameters (no new ones).
-    """
-
-    def __init__(self, fc, **kwargs):
-        super().__init__(prefix='', **kwargs)
-        self.fc = fc
-
-    def hybrid_forward(self, F, x):
-        return self.fc(F.Pooling(x, kernel=(1, 1), pool_type='avg', global_pool=True))
-
-
 def stage_segments(net):
     """The recomputation units of ``net`` in forward order, or None if it exposes none.
 
-    For :class:`rn38.net.ResNet38FCN` / :class:`~rn38.net.ResNet38Classifier`: the
-    top-level stages of ``net.features.stages`` with each level expanded into its ResBlocks
-    (``conv1a``, [``pool``], ``res2a``, ``res2b1``, ..., ``bn7``+ReLU), then the head
-    (``net.head`` for the FCN; a :class:`GlobalPoolFC` sharing ``net.fc`` for the
-    classifier). Applying the units in order equals ``net(x)``; each parameter belongs to
-    exactly one unit. The classifier tail block is created once and kept on ``net``; it
-    is hybridized when ``net`` is.
+    A network exposes them as ``net.recompute_units()`` (:class:`rn38.net.ResNet38FCN`,
+    :class:`~rn38.net.ResNet38Classifier`): blocks that applied in order equal ``net(x)``,
+    each parameter in exactly one of them.
     """
-    features = getattr(net, 'features', None)
-    stages = getattr(features, 'stages', None)
-    if stages is None:
-        return None
-    units = []
-    for stage in stages:
-        if isinstance(stage, nn.HybridSequential):
-            units.extend(stage)
-        else:
-            units.append(stage)
-    if isinstance(getattr(net, 'head', None), gluon.HybridBlock):
-        units.append(net.head)
-    elif isinstance(getattr(net, 'fc', None), gluon.HybridBlock):
-        tail = vars(net).get('_rn38_pool_fc')
-        if tail is None or tail.fc is not net.fc:
-            tail = GlobalPoolFC(net.fc)
-            vars(net)['_rn38_pool_fc'] = tail   # bypasses Block.__setattr__: not a child
-        if getattr(net, '_active', False) and not getattr(tail, '_active', False):
-            tail.hybridize(**dict(getattr(net, '_flags', ())))
-        units.append(tail)
-    else:
-        return None
-    return units
-
-
-def _walk(block):
-    yield block
-    for child in block._children.values():
-        yield from _walk(child)
+    units = getattr(net, 'recompute_units', None)
+    return None if units is None else list(units())
 
 
 def _has_dropout(block):
-    return any(isinstance(b, nn.Dropout) and b._rate > 0 for b in _walk(block))
+    return any(isinstance(b, nn.Dropout) and dropout_rate(b) > 0 for b in walk_blocks(block))
 
 
 def _training_bns(block):
     """BatchNorm layers of ``block`` that update running statistics in training mode."""
-    return [b for b in _walk(block) if isinstance(b, nn.BatchNorm)
-            and not b._kwargs.get('use_global_stats', False)]
+    return [b for b in walk_blocks(block) if isinstance(b, nn.BatchNorm)
+            and not uses_global_stats(b)]
 
 
 def unit_costs(units, data_shape):
@@ -444,13 +328,13 @@ def _head_layers(unit):
     layers = list(unit)
     for layer in layers:
         if type(layer) is nn.Conv2D:
-            kw = layer._kwargs
+            kw = operator_settings(layer)
             if (tuple(kw['stride']) != (1, 1) or kw['num_group'] != 1 or layer.act is not None
-                    or kw['layout'] != 'NCHW' or layer._op_name != 'Convolution'
+                    or kw['layout'] != 'NCHW' or conv_operator(layer) != 'Convolution'
                     or any(p > d * (k - 1) for p, d, k in zip(kw['pad'], kw['dilate'],
                                                               kw['kernel']))):
                 return None
-        elif not (type(layer) is nn.Activation and layer._act_type == 'relu'):
+        elif not (type(layer) is nn.Activation and activation_type(layer) == 'relu'):
             return None
     return layers
 
@@ -468,7 +352,7 @@ def _head_forward(layers, x):
             if layer.bias is not None:
                 args.append(layer.bias.data(ctx))
             with autograd.record():
-                y = mx.nd.Convolution(*args, name='fwd', **layer._kwargs)
+                y = mx.nd.Convolution(*args, name='fwd', **operator_settings(layer))
             keep.append((x, y))
             x = y.detach()
         else:
@@ -486,7 +370,7 @@ def _conv_input_grad(conv, dy):
     ``conv6a`` at crop 504: 4096 x 9 x 63 x 63), which oneDNN keeps for the rest of the
     process; the forward convolution of ``dy`` (``C_out`` = 512 channels) blocks its im2col
     and needs at most ``C_out * kh * kw * H * W``."""
-    kw = conv._kwargs
+    kw = operator_settings(conv)
     w = conv.weight.data(dy.context)
     flipped = mx.nd.reverse(w.transpose((1, 0, 2, 3)), axis=(2, 3))
     pad = tuple(d * (k - 1) - p for p, d, k in zip(kw['pad'], kw['dilate'], kw['kernel']))
@@ -587,89 +471,3 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
         bounds.clear()
     loss_total = float(sum(l.asscalar() for l in losses))
     return loss_total, total, [o.detach() for o in outputs]
-
-
-# ---------------------------------------------------------------------------------------
-# KVStore
-# ---------------------------------------------------------------------------------------
-
-KVSTORE_KINDS = ('local', 'device', 'dist_sync', 'dist_sync_device', 'dist_async')
-
-KVStoreConfig = namedtuple('KVStoreConfig', ['kvstore', 'update_on_kvstore'])
-KVStoreConfig.__doc__ = """What ``gluon.Trainer`` needs: ``Trainer(..., kvstore=c.kvstore,
-update_on_kvstore=c.update_on_kvstore)``; unpacks as ``store, update_on_kvstore``."""
-
-
-def make_kvstore(kind, num_devices=1):
-    """KVStore (or None) and ``update_on_kvstore`` for a gluon.Trainer.
-
-    ``kind``: 'local', 'device' (reduction on CPU / on the devices), 'dist_sync',
-    'dist_sync_device', 'dist_async' (parameter server; the process must have been
-    started with MXNet's ``DMLC_*`` environment, e.g. by ``tools/launch.py``).
-    A single device with a local kind needs no kvstore: ``(None, None)``.
-
-    Synchronous kinds return ``update_on_kvstore=False``: gradients are summed by the
-    store and every worker runs the optimizer itself. This avoids two pitfalls of MXNet
-    1.9 with the optimizer on the servers: ``Trainer.set_learning_rate`` does not reach
-    the servers (apache/mxnet#15919), and ``rescale_grad`` is frozen at the first step.
-    ``dist_async`` requires the update on the servers (True).
-    With a ``dist`` store, also call :func:`sync_initial_params` before the first
-    forward, and pass :func:`step_scale` to ``trainer.step``.
-    """
-    if kind not in KVSTORE_KINDS:
-        raise ValueError('unknown kvstore %r; valid: %s' % (kind, ', '.join(KVSTORE_KINDS)))
-    if kind.startswith('dist'):
-        if 'DMLC_ROLE' not in os.environ:
-            raise ValueError('--kvstore %s needs a distributed launch (DMLC_ROLE, '
-                             'DMLC_PS_ROOT_URI, ... set by MXNet tools/launch.py)' % kind)
-        return KVStoreConfig(mx.kv.create(kind), kind == 'dist_async')
-    if num_devices <= 1:
-        return KVStoreConfig(None, None)
-    return KVStoreConfig(mx.kv.create(kind), False)
-
-
-def _store_of(store_or_trainer):
-    if isinstance(store_or_trainer, gluon.Trainer):
-        if not store_or_trainer._kv_initialized:
-            store_or_trainer._init_kvstore()
-        return store_or_trainer._kvstore
-    return store_or_trainer
-
-
-def worker_info(store_or_trainer):
-    """``(rank, num_workers)`` of a kvstore / Trainer (``(0, 1)`` without a dist store)."""
-    store = _store_of(store_or_trainer)
-    if store is None or isinstance(store, str) or 'dist' not in store.type:
-        return 0, 1
-    return store.rank, store.num_workers
-
-
-def step_scale(store_or_trainer):
-    """The ``batch_size`` argument of ``trainer.step`` after :func:`forward_backward`.
-
-    :func:`forward_backward` normalises by the count of this worker; a ``dist_sync``
-    store sums the workers' gradients, so the step divides by the number of workers:
-    with equal counts per worker (classification; a fixed number of kept pixels) the
-    update is exactly the one of a single process with all workers' data; with the
-    per-device normalisation (segmentation) it is the mean over all devices of all
-    workers (the same number of devices on each). 1 otherwise
-    (``dist_async`` applies each worker's gradient on its own).
-    """
-    store = _store_of(store_or_trainer)
-    if store is None or isinstance(store, str) or not store.type.startswith('dist_sync'):
-        return 1
-    return store.num_workers
-
-
-def sync_initial_params(trainer):
-    """Make every worker start from rank 0's parameters, before the first forward.
-
-    ``gluon.Trainer`` broadcasts rank 0's values only inside the first ``step``, i.e.
-    after the first gradients were computed on each worker's own (possibly differently
-    initialised) weights. Calling this first makes the first step consistent too.
-    No-op without a kvstore. Uses Trainer internals of MXNet 1.x.
-    """
-    if not trainer._kv_initialized:
-        trainer._init_kvstore()
-    if trainer._params_to_init:
-        trainer._init_params()
