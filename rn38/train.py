@@ -18,7 +18,7 @@ from mxnet import gluon
 from tqdm import tqdm
 
 from .atomic import atomic_path, atomic_write_bytes, write_json
-from .params import save_params, ParamsError
+from .params import save_arrays, save_params, ParamsError
 from .zoo import label_from_weights
 
 
@@ -138,7 +138,7 @@ def save_optimizer_state(trainer, params_path, run_id=None):
         if not isinstance(state, mx.nd.NDArray):
             raise TypeError('optimizer %s keeps a %s per parameter; only single arrays can be '
                             'stored' % (_optimizer_name(optimizer), type(state).__name__))
-        arrays[name] = state.as_in_context(mx.cpu())
+        arrays[name] = state   # no copy: save_arrays writes GPU arrays one at a time
     first_device = getattr(param.list_ctx()[0], 'device_id', 0) if names else 0
     counts = optimizer._all_index_update_counts.get(first_device, optimizer._index_update_count)
     meta = {'format': STATE_FORMAT, 'optimizer': _optimizer_name(optimizer),
@@ -147,8 +147,7 @@ def save_optimizer_state(trainer, params_path, run_id=None):
             'parameters': names, 'shapes': shapes, 'with_state': sorted(arrays),
             'run_id': run_id}
     nd_path, json_path = optimizer_state_paths(params_path)
-    with atomic_path(nd_path) as tmp:
-        mx.nd.save(tmp, arrays)
+    save_arrays(arrays, nd_path)
     write_json(meta, json_path)
     return True
 
