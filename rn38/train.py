@@ -732,7 +732,7 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
                   'lr': trainer.learning_rate, 'seconds': elapsed,
                   'images_per_second': images / elapsed, 'data_wait_seconds': wait}
         record.update(peak_memory_mib(ctx))
-        return_free_memory()   # the step's freed activations, before the checkpoint's buffers
+        return_free_memory()   # the step's freed activations back to the system
         # The history first: a run killed before the checkpoint is complete resumes from
         # the one before, dropping this record; killed after, it keeps it.
         history['epochs'].append(record)
