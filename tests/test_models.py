@@ -192,6 +192,30 @@ def test_params_on_another_device_are_written_one_at_a_time_as_nd_save_would(tmp
     assert not [f for f in os.listdir(tmp_path) if 'tmp' in f]
 
 
+def test_params_on_another_device_have_one_host_copy_at_a_time(tmp_path, monkeypatch):
+    """Writing from another device makes each array's host copy after the previous one
+    was released: never a copy of the whole model."""
+    net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8', ctx=mx.cpu(1))
+    net(mx.nd.zeros((1, 3, 32, 32), ctx=mx.cpu(1)))
+    alive, most = set(), [0]
+    real_copy, real_del = mx.nd.NDArray.as_in_context, mx.nd.NDArray.__del__
+
+    def tracked_copy(self, context):
+        out = real_copy(self, context)
+        if out is not self:
+            alive.add(id(out))
+            most[0] = max(most[0], len(alive))
+        return out
+
+    def tracked_del(self):
+        alive.discard(id(self))
+        real_del(self)
+    monkeypatch.setattr(mx.nd.NDArray, 'as_in_context', tracked_copy)
+    monkeypatch.setattr(mx.nd.NDArray, '__del__', tracked_del)
+    save_params(net, str(tmp_path / 'mini_ep-0001.params'))
+    assert most[0] == 1 and not alive
+
+
 def test_strict_loading_errors_name_file_and_key(tmp_path):
     net, path = _mini_arrays(tmp_path)
     arrays = read_params(path)
