@@ -11,6 +11,7 @@ import os
 import mxnet as mx
 
 from .atomic import atomic_path
+from .gluon_internals import is_initialized, load_into
 
 _AUX_SUFFIXES = {'_running_mean': '_moving_mean', '_running_var': '_moving_var'}
 
@@ -109,22 +110,63 @@ def load_params(net, path, ctx=None, skip_prefixes=(), source=None):
             raise ParamsError('%s: shape mismatch for %s: file has %s, model expects %s'
                               % (label, key, tuple(shape), tuple(param.shape)))
     for key, param in wanted.items():
-        param._load_init(arrays[key].astype(param.dtype, copy=False), ctx)
+        load_into(param, arrays[key].astype(param.dtype, copy=False), ctx)
     return {'loaded': sorted(wanted), 'skipped': skipped, 'ignored': extra}
 
 
 def save_params(net, path):
-    """Write ``net``'s parameters in the released format, atomically (write, then rename)."""
+    """Write ``net``'s parameters in the released format, atomically (write, then rename).
+
+    The parameters' own arrays (of their first device) are written, without a copy of the
+    whole model: see :func:`save_arrays`."""
     # Sorted keys, as the manifests: the file is then byte-identical to the original's.
-    arrays = {key: p.data().copyto(mx.cpu()) if p._data is not None else None
-              for key, p in sorted(released_keys(net).items())}
-    missing = [k for k, v in arrays.items() if v is None]
-    if missing:
-        raise ParamsError('%s: cannot save, %s is not initialised' % (path, missing[0]))
+    arrays = {}
+    for key, p in sorted(released_keys(net).items()):
+        if not is_initialized(p):
+            raise ParamsError('%s: cannot save, %s is not initialised' % (path, key))
+        arrays[key] = p.list_data()[0]
     save_arrays(arrays, path)
 
 
+# mx.nd.save's file: uint64 magic, uint64 reserved, uint64 count, the arrays (each as
+# NDArray::Save writes it), uint64 count, the names (each uint64 length + bytes)
+_LIST_MAGIC = 0x112
+
+
 def save_arrays(arrays, path):
-    """``mx.nd.save`` through a temporary file in the same folder, then an atomic rename."""
+    """``mx.nd.save(path, arrays)`` (a ``{name: NDArray}`` dict) through a temporary file
+    in the same folder, then an atomic rename; arrays not on ``cpu(0)`` are written as
+    their ``cpu(0)`` copies would be.
+
+    Arrays on ``cpu(0)`` go to ``mx.nd.save`` as they are (no copy). Otherwise (GPUs,
+    other CPU contexts) the file is written one array at a time, each copied to ``cpu(0)``
+    and serialised by MXNet (``MXNDArraySaveRawBytes``) just before it is written, so at
+    most one array's copy exists at a time; the bytes equal those of ``mx.nd.save`` of
+    the copies."""
     with atomic_path(path) as tmp:
-        mx.nd.save(tmp, arrays)
+        if all(a.context == mx.cpu(0) for a in arrays.values()):
+            mx.nd.save(tmp, arrays)
+        else:
+            _save_one_at_a_time(tmp, arrays)
+
+
+def _save_one_at_a_time(path, arrays):
+    import ctypes
+    import struct
+    from mxnet.base import _LIB, check_call
+    names = list(arrays)
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<QQQ', _LIST_MAGIC, 0, len(names)))
+        for name in names:
+            array = arrays[name]
+            copy = array if array.context == mx.cpu(0) else array.as_in_context(mx.cpu(0))
+            length, data = ctypes.c_size_t(), ctypes.POINTER(ctypes.c_char)()
+            check_call(_LIB.MXNDArraySaveRawBytes(copy.handle, ctypes.byref(length),
+                                                  ctypes.byref(data)))
+            f.write(memoryview((ctypes.c_char * length.value).from_address(
+                ctypes.addressof(data.contents))))
+            del copy
+        f.write(struct.pack('<Q', len(names)))
+        for name in names:
+            encoded = name.encode('utf-8')
+            f.write(struct.pack('<Q', len(encoded)) + encoded)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .atomic import atomic_path, atomic_write_bytes, write_json
 from .gluon_internals import (set_update_counts, trainer_kvstore, trainer_optimizer,
                               trainer_params, trainer_updaters, update_counts, updates_on_kvstore)
-from .params import save_params, ParamsError
+from .params import save_arrays, save_params, ParamsError
 from .zoo import label_from_weights
 
 
@@ -138,7 +138,7 @@ def save_optimizer_state(trainer, params_path, run_id=None):
         if not isinstance(state, mx.nd.NDArray):
             raise TypeError('optimizer %s keeps a %s per parameter; only single arrays can be '
                             'stored' % (_optimizer_name(optimizer), type(state).__name__))
-        arrays[name] = state.as_in_context(mx.cpu())
+        arrays[name] = state   # no copy: save_arrays writes GPU arrays one at a time
     first_device = getattr(param.list_ctx()[0], 'device_id', 0) if names else 0
     counts = update_counts(optimizer, first_device)
     meta = {'format': STATE_FORMAT, 'optimizer': _optimizer_name(optimizer),
@@ -147,8 +147,7 @@ def save_optimizer_state(trainer, params_path, run_id=None):
             'parameters': names, 'shapes': shapes, 'with_state': sorted(arrays),
             'run_id': run_id}
     nd_path, json_path = optimizer_state_paths(params_path)
-    with atomic_path(nd_path) as tmp:
-        mx.nd.save(tmp, arrays)
+    save_arrays(arrays, nd_path)
     write_json(meta, json_path)
     return True
 
@@ -731,7 +730,7 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
                   'lr': trainer.learning_rate, 'seconds': elapsed,
                   'images_per_second': images / elapsed, 'data_wait_seconds': wait}
         record.update(peak_memory_mib(ctx))
-        return_free_memory()   # the step's freed activations, before the checkpoint's buffers
+        return_free_memory()   # the step's freed activations back to the system
         # The history first: a run killed before the checkpoint is complete resumes from
         # the one before, dropping this record; killed after, it keeps it.
         history['epochs'].append(record)

@@ -139,6 +139,85 @@ def test_save_load_roundtrip_and_format(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if 'tmp' in f]
 
 
+def _recording_nd_save(monkeypatch):
+    """Replace ``mx.nd.save`` by one that records its ``(path, data)`` and then saves."""
+    calls, real_save = [], mx.nd.save
+
+    def recording(fname, data):
+        calls.append((fname, data))
+        real_save(fname, data)
+    monkeypatch.setattr(mx.nd, 'save', recording)
+    return calls
+
+
+def test_checkpoint_passes_the_parameters_and_momenta_themselves_to_nd_save(tmp_path,
+                                                                            monkeypatch):
+    """On CPU the weights and momentum buffers are written without copying the model:
+    ``mx.nd.save`` receives the parameters' and the optimizer's own NDArray objects."""
+    from rn38.train import make_trainer, save_checkpoint
+    net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8', freeze_bn=True)
+    trainer = make_trainer(net, 'sgd', {'learning_rate': 1e-3, 'momentum': 0.9})
+    with autograd.record():
+        loss = net(mx.nd.random.uniform(shape=(1, 3, 32, 32))).sum()
+    loss.backward()
+    trainer.step(1)
+    calls = _recording_nd_save(monkeypatch)
+    path = save_checkpoint(net, trainer, str(tmp_path), 'mini', 1)
+    (_, states), (_, weights) = calls   # the optimizer state first, then the weights
+    params = released_keys(net)
+    assert sorted(weights) == sorted(params)
+    assert all(weights[k] is p.data() for k, p in params.items())
+    momenta = {p.name: trainer._updaters[0].states[i] for i, p in enumerate(trainer._params)
+               if trainer._updaters[0].states.get(i) is not None}
+    assert momenta and sorted(states) == sorted(momenta)
+    assert all(states[n] is m for n, m in momenta.items())
+    assert sorted(mx.nd.load(path)) == sorted(params)
+
+
+def test_params_on_another_device_are_written_one_at_a_time_as_nd_save_would(tmp_path,
+                                                                             monkeypatch):
+    """Parameters not on cpu(0) (here cpu(1); on a machine with GPUs, the GPUs): no
+    ``mx.nd.save`` of a whole-model copy; the file written array by array is
+    byte-identical to ``mx.nd.save`` of the cpu(0) copies (MXNet's own writer)."""
+    net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8', ctx=mx.cpu(1))
+    net(mx.nd.zeros((1, 3, 32, 32), ctx=mx.cpu(1)))
+    params = released_keys(net)
+    assert params['arg:conv1a_weight'].list_ctx() == [mx.cpu(1)]
+    expected = str(tmp_path / 'expected.params')
+    mx.nd.save(expected, {k: params[k].data().copyto(mx.cpu(0)) for k in sorted(params)})
+    calls = _recording_nd_save(monkeypatch)
+    path = str(tmp_path / 'mini_ep-0001.params')
+    save_params(net, path)
+    assert calls == []
+    with open(path, 'rb') as ours, open(expected, 'rb') as theirs:
+        assert ours.read() == theirs.read()
+    assert not [f for f in os.listdir(tmp_path) if 'tmp' in f]
+
+
+def test_params_on_another_device_have_one_host_copy_at_a_time(tmp_path, monkeypatch):
+    """Writing from another device makes each array's host copy after the previous one
+    was released: never a copy of the whole model."""
+    net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8', ctx=mx.cpu(1))
+    net(mx.nd.zeros((1, 3, 32, 32), ctx=mx.cpu(1)))
+    alive, most = set(), [0]
+    real_copy, real_del = mx.nd.NDArray.as_in_context, mx.nd.NDArray.__del__
+
+    def tracked_copy(self, context):
+        out = real_copy(self, context)
+        if out is not self:
+            alive.add(id(out))
+            most[0] = max(most[0], len(alive))
+        return out
+
+    def tracked_del(self):
+        alive.discard(id(self))
+        real_del(self)
+    monkeypatch.setattr(mx.nd.NDArray, 'as_in_context', tracked_copy)
+    monkeypatch.setattr(mx.nd.NDArray, '__del__', tracked_del)
+    save_params(net, str(tmp_path / 'mini_ep-0001.params'))
+    assert most[0] == 1 and not alive
+
+
 def test_strict_loading_errors_name_file_and_key(tmp_path):
     net, path = _mini_arrays(tmp_path)
     arrays = read_params(path)
