@@ -110,6 +110,7 @@ def build_parser():
     g.add_argument('--backward-do-mirror', action='store_true',
                    help='recompute activations in backward to save memory')
     g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--no-hybridize', dest='hybridize', action='store_false')
     g = p.add_argument_group('data loading and logging')
     g.add_argument('--prefetch-threads', type=int, default=1, help='loader workers')
     g.add_argument('--prefetcher', choices=('thread', 'process'), default='thread')
@@ -138,7 +139,7 @@ def config_from_args(args):
         kvstore=args.kvstore, keep_checkpoints=args.keep_checkpoints,
         keep_epochs=tuple(int(s) for s in args.keep_epochs.split(',') if s.strip()),
         val_every=args.val_every, val_split=args.val_split,
-        backward_do_mirror=args.backward_do_mirror, seed=args.seed,
+        backward_do_mirror=args.backward_do_mirror, hybridize=args.hybridize, seed=args.seed,
         prefetch_threads=args.prefetch_threads, prefetcher=args.prefetcher,
         log_file=args.log_file, debug=args.debug, progress=args.progress)
 
