@@ -90,7 +90,7 @@ def build_parser():
                    help='comma-separated update counts where a step schedule multiplies '
                         'the rate by --lr-factor')
     g.add_argument('--lr-factor', type=float, default=0.1)
-    g.add_argument('--wd', type=float, default=0.0001)
+    g.add_argument('--weight-decay', '--wd', dest='weight_decay', type=float, default=0.0001)
     g.add_argument('--momentum', type=float, default=0.9)
     g.add_argument('--from-epoch', type=int, default=None,
                    help='epochs already done (default: from a --weights checkpoint, else 0)')
@@ -134,7 +134,7 @@ def config_from_args(args):
         dtype=args.dtype, calib_images=args.calib_images, calib_mode=args.calib_mode,
         crop_size=args.crop_size, lr_type=args.lr_type, base_lr=args.base_lr,
         lr_steps=tuple(int(s) for s in args.lr_steps.split(',') if s.strip()),
-        lr_factor=args.lr_factor, momentum=args.momentum, wd=args.wd,
+        lr_factor=args.lr_factor, momentum=args.momentum, weight_decay=args.weight_decay,
         from_epoch=args.from_epoch, stop_epoch=args.stop_epoch, to_epoch=args.to_epoch,
         kvstore=args.kvstore, keep_checkpoints=args.keep_checkpoints,
         keep_epochs=tuple(int(s) for s in args.keep_epochs.split(',') if s.strip()),

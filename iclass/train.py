@@ -58,7 +58,7 @@ class Config:
     lr_steps: tuple = ()
     lr_factor: float = 0.1
     momentum: float = 0.9
-    wd: float = 0.0001
+    weight_decay: float = 0.0001
     from_epoch: Optional[int] = None
     stop_epoch: Optional[int] = None
     to_epoch: Optional[int] = None
@@ -527,7 +527,7 @@ class ClassificationRecipe(Recipe):
         set_authors_wd_mults(net)
 
     def optimizer_params(self, cfg):
-        return {'learning_rate': cfg.base_lr, 'momentum': cfg.momentum, 'wd': cfg.wd}
+        return {'learning_rate': cfg.base_lr, 'momentum': cfg.momentum, 'wd': cfg.weight_decay}
 
     def validator(self, cfg, logger):
         return classification_validator(cfg, logger)
