@@ -1,6 +1,6 @@
 """Command line of the segmentation entries (cityscapes.py, voc.py, ade20k.py).
 
-Options become one ``argparse.Namespace`` config (saved with the results); the phases
+Options become one :class:`issegm.config.SegConfig` (saved with the results); the phases
 call library functions (:func:`issegm.train.train`, :func:`issegm.evaluate.run_val`).
 Flags and defaults follow the authors' scripts.
 """
@@ -11,8 +11,9 @@ import sys
 import mxnet as mx
 
 from rn38 import zoo
-from rn38.cli import HelpFormatter
+from rn38.cli import HelpFormatter, config_from_args
 
+from .config import SegConfig
 from .datasets import DATASET_NAMES
 
 # Per dataset: the defaults of the authors' recipe (Cityscapes: the published stage 1) and
@@ -168,8 +169,9 @@ def build_parser(dataset):
 
 
 def make_config(dataset, argv=None):
-    """Parse ``argv`` into the run's config (a Namespace); derives what the user left out."""
-    cfg = build_parser(dataset).parse_args(argv)
+    """Parse ``argv`` into the run's config (a :class:`issegm.config.SegConfig`); derives
+    what the user left out."""
+    cfg = config_from_args(SegConfig, build_parser(dataset).parse_args(argv))
     cfg.dataset = getattr(cfg, 'dataset', None) or dataset
     if cfg.data_root is None:
         cfg.data_root = DATASET_DEFAULTS.get(cfg.dataset, {}).get(

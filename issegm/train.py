@@ -142,7 +142,7 @@ def segmentation_validator(cfg, logger):
     :func:`rn38.train.fit`: the ``--phase val`` protocol (:func:`issegm.evaluate.run_val`
     with the run's ``--test-scales``, ``--test-flipping``, ``--test-steps``) on
     ``--val-split``, results in ``<output>/val/<checkpoint stem>/`` (scores only)."""
-    import argparse
+    import dataclasses
     import shutil
     from .evaluate import run_val, val_output_dir
     held_out = list_samples(spec_from_config(cfg), cfg.data_root, cfg.val_split)
@@ -151,10 +151,10 @@ def segmentation_validator(cfg, logger):
                          % (cfg.val_split, cfg.data_root))
 
     def validate(epoch, checkpoint):
-        val_cfg = argparse.Namespace(**vars(cfg))
-        val_cfg.phase, val_cfg.weights, val_cfg.split = 'val', checkpoint, cfg.val_split
-        val_cfg.output = os.path.join(cfg.output, 'val')
-        val_cfg.save_results = val_cfg.save_predictions = val_cfg.official_eval = False
+        val_cfg = dataclasses.replace(cfg, phase='val', weights=checkpoint, split=cfg.val_split,
+                                      output=os.path.join(cfg.output, 'val'),
+                                      save_results=False, save_predictions=False,
+                                      official_eval=False)
         out_dir = val_output_dir(val_cfg.output, checkpoint, val_cfg.split)
         if os.path.isdir(out_dir):  # of an earlier, interrupted attempt at this epoch
             shutil.rmtree(out_dir)
