@@ -28,7 +28,9 @@ class SegConfig:
     lr_type: str = 'fixed'
     base_lr: float = 0.0016
     lr_steps: List[int] = dataclasses.field(default_factory=list)
+    lr_factor: float = 0.1
     weight_decay: float = 0.0005
+    momentum: float = 0.9
     from_epoch: Optional[int] = None
     stop_epoch: Optional[int] = None
     to_epoch: int = 140

@@ -123,7 +123,8 @@ class SegmentationRecipe(Recipe):
         set_lr_wd_mults(net, double_bias_lr=True)
 
     def optimizer_params(self, cfg):
-        return {'learning_rate': cfg.base_lr, 'momentum': 0.9, 'wd': cfg.weight_decay}
+        return {'learning_rate': cfg.base_lr, 'momentum': cfg.momentum,
+                'wd': cfg.weight_decay}
 
     def validator(self, cfg, logger):
         return segmentation_validator(cfg, logger)

@@ -881,7 +881,7 @@ def _run_locked(recipe, cfg, from_epoch, stop_epoch, run_id, logger):
             load_trainer_state(trainer, cfg.weights, logger)
         schedule = LRSchedule(cfg.lr_type, cfg.base_lr, total_updates=cfg.to_epoch * len(loader),
                               step_updates=[int(s) for s in cfg.lr_steps],
-                              factor=getattr(cfg, 'lr_factor', 0.1))
+                              factor=cfg.lr_factor)
         logger.info('%s: epochs %d -> %d of %d, lr %s from %g, devices %s, kvstore %s%s',
                     recipe.label, from_epoch, stop_epoch, cfg.to_epoch, cfg.lr_type,
                     cfg.base_lr, ctx, cfg.kvstore, ', recomputing segments in backward'
