@@ -22,6 +22,7 @@ import mxnet as mx
 from tqdm import tqdm
 
 from rn38 import zoo
+from rn38.config import RunConfig
 from rn38.train import Recipe
 
 from . import data as cls_data
@@ -30,17 +31,11 @@ from . import data as cls_data
 
 
 @dataclasses.dataclass
-class Config:
-    """Everything a validation or training run needs; saved beside its results."""
+class Config(RunConfig):
+    """Everything a validation or training run needs; saved beside its results. The
+    options shared with segmentation are in :class:`rn38.config.RunConfig`."""
     phase: str = 'val'
-    data_root: Optional[str] = None
-    split: Optional[str] = None
-    weights: Optional[str] = None
-    model: Optional[str] = None
-    dataset: Optional[str] = None
-    output: Optional[str] = None
     gpus: str = ''
-    batch_images: Optional[int] = None
     # validation
     test_scales: tuple = (224,)
     test_flipping: bool = False
@@ -48,35 +43,8 @@ class Config:
     choose_interp_method: bool = True
     pool_top_infer_style: Optional[str] = None
     cache_dtype: str = 'float32'
-    dtype: str = 'float32'
-    calib_images: int = 10
-    calib_mode: str = 'entropy'
     # training
     crop_size: int = 224
-    lr_type: str = 'fixed'
-    base_lr: float = 0.1
-    lr_steps: tuple = ()
-    lr_factor: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0001
-    from_epoch: Optional[int] = None
-    stop_epoch: Optional[int] = None
-    to_epoch: Optional[int] = None
-    keep_checkpoints: int = 2
-    keep_epochs: tuple = ()
-    val_every: int = 0
-    val_split: str = 'val'
-    kvstore: str = 'device'
-    backward_do_mirror: bool = False
-    hybridize: bool = True
-    seed: int = 0
-    # data loading
-    prefetch_threads: int = 1
-    prefetcher: str = 'thread'
-    # logging
-    log_file: Optional[str] = None
-    debug: bool = False
-    progress: bool = True
 
     def to_dict(self):
         return {k: (list(v) if isinstance(v, tuple) else v)
