@@ -3,8 +3,9 @@
 :func:`validate` and :func:`train` take one :class:`Config` (built by ``iclass/ilsvrc.py``
 from its command line, or directly by tests and scripts). The shared machinery comes
 from :mod:`rn38`: the batch loader (:mod:`rn38.loader`), devices and the multi-device
-forward/backward (:mod:`rn38.parallel`), schedules, checkpoints, logging and the epoch
-loop (:mod:`rn38.train`). What is specific to classification lives here: the torch-style
+forward/backward (:mod:`rn38.parallel`), the training driver :func:`rn38.train.run` (to
+which :class:`ClassificationRecipe` gives the parts below), schedules, checkpoints, logging
+and the epoch loop. What is specific to classification lives here: the torch-style
 Nesterov optimizer the authors train with, their initialisation of the classifier,
 the loss, and multi-scale / flip / crop averaging of validation predictions with a
 per-scale cache.

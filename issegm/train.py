@@ -1,4 +1,5 @@
-"""Segmentation training: the bootstrapped softmax loss and :func:`train` (one config in).
+"""Segmentation training: the bootstrapped softmax loss and the :class:`SegmentationRecipe`
+that :func:`train` (one config in) hands to the shared driver :func:`rn38.train.run`.
 
 The recipe is the authors': BatchNorm statistics frozen (gamma and beta trained; ``--bn-stats
 batch`` learns them instead, for training from scratch), biases
