@@ -83,7 +83,7 @@ def build_parser():
                    help='comma-separated update counts where a step schedule multiplies '
                         'the rate by --lr-factor')
     g.add_argument('--lr-factor', type=float, default=0.1)
-    g.add_argument('--wd', type=float, default=0.0001)
+    g.add_argument('--weight-decay', '--wd', dest='weight_decay', type=float, default=0.0001)
     g.add_argument('--momentum', type=float, default=0.9)
     g.add_argument('--from-epoch', type=int, default=None,
                    help='epochs already done (default: from a --weights checkpoint, else 0)')
@@ -103,6 +103,7 @@ def build_parser():
     g.add_argument('--backward-do-mirror', action='store_true',
                    help='recompute activations in backward to save memory')
     g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--no-hybridize', dest='hybridize', action='store_false')
     g = p.add_argument_group('data loading and logging')
     g.add_argument('--prefetch-threads', type=int, default=1, help='loader workers')
     g.add_argument('--prefetcher', choices=('thread', 'process'), default='thread')
@@ -113,27 +114,17 @@ def build_parser():
 
 
 def config_from_args(args):
+    """The :class:`iclass.train.Config` of parsed options (lists from their comma forms)."""
     from iclass.train import Config
-    return Config(
-        phase=args.phase, data_root=args.data_root, split=args.split, weights=args.weights,
-        model=args.model, dataset=args.dataset, output=args.output, gpus=args.gpus,
-        batch_images=args.batch_images,
-        test_scales=tuple(int(s) for s in args.test_scales.split(',') if s.strip()),
-        test_flipping=args.test_flipping, test_3crops=args.test_3crops,
+    from rn38.cli import config_from_args as build_config
+
+    def ints(text):
+        return tuple(int(s) for s in text.split(',') if s.strip())
+    return build_config(
+        Config, args, test_scales=ints(args.test_scales), lr_steps=ints(args.lr_steps),
+        keep_epochs=ints(args.keep_epochs),
         choose_interp_method=(args.phase == 'train' if args.choose_interp_method is None
-                              else args.choose_interp_method),
-        pool_top_infer_style=args.pool_top_infer_style, cache_dtype=args.cache_dtype,
-        dtype=args.dtype, calib_images=args.calib_images, calib_mode=args.calib_mode,
-        crop_size=args.crop_size, lr_type=args.lr_type, base_lr=args.base_lr,
-        lr_steps=tuple(int(s) for s in args.lr_steps.split(',') if s.strip()),
-        lr_factor=args.lr_factor, momentum=args.momentum, wd=args.wd,
-        from_epoch=args.from_epoch, stop_epoch=args.stop_epoch, to_epoch=args.to_epoch,
-        kvstore=args.kvstore, keep_checkpoints=args.keep_checkpoints,
-        keep_epochs=tuple(int(s) for s in args.keep_epochs.split(',') if s.strip()),
-        val_every=args.val_every, val_split=args.val_split,
-        backward_do_mirror=args.backward_do_mirror, seed=args.seed,
-        prefetch_threads=args.prefetch_threads, prefetcher=args.prefetcher,
-        log_file=args.log_file, debug=args.debug, progress=args.progress)
+                              else args.choose_interp_method))
 
 
 def check_options(cfg):

@@ -3,8 +3,9 @@
 :func:`validate` and :func:`train` take one :class:`Config` (built by ``iclass/ilsvrc.py``
 from its command line, or directly by tests and scripts). The shared machinery comes
 from :mod:`rn38`: the batch loader (:mod:`rn38.loader`), devices and the multi-device
-forward/backward (:mod:`rn38.recompute`), schedules, checkpoints, logging and the epoch
-loop (:mod:`rn38.train`). What is specific to classification lives here: the torch-style
+forward/backward (:mod:`rn38.recompute`), the training driver :func:`rn38.train.run` (to
+which :class:`ClassificationRecipe` gives the parts below), schedules, checkpoints, logging
+and the epoch loop. What is specific to classification lives here: the torch-style
 Nesterov optimizer the authors train with, their initialisation of the classifier,
 the loss, and multi-scale / flip / crop averaging of validation predictions with a
 per-scale cache.
@@ -22,6 +23,8 @@ import mxnet as mx
 from tqdm import tqdm
 
 from rn38 import zoo
+from rn38.config import RunConfig
+from rn38.train import Recipe
 
 from . import data as cls_data
 
@@ -29,17 +32,11 @@ from . import data as cls_data
 
 
 @dataclasses.dataclass
-class Config:
-    """Everything a validation or training run needs; saved beside its results."""
+class Config(RunConfig):
+    """Everything a validation or training run needs; saved beside its results. The
+    options shared with segmentation are in :class:`rn38.config.RunConfig`."""
     phase: str = 'val'
-    data_root: Optional[str] = None
-    split: Optional[str] = None
-    weights: Optional[str] = None
-    model: Optional[str] = None
-    dataset: Optional[str] = None
-    output: Optional[str] = None
     gpus: str = ''
-    batch_images: Optional[int] = None
     # validation
     test_scales: tuple = (224,)
     test_flipping: bool = False
@@ -47,34 +44,8 @@ class Config:
     choose_interp_method: bool = True
     pool_top_infer_style: Optional[str] = None
     cache_dtype: str = 'float32'
-    dtype: str = 'float32'
-    calib_images: int = 10
-    calib_mode: str = 'entropy'
     # training
     crop_size: int = 224
-    lr_type: str = 'fixed'
-    base_lr: float = 0.1
-    lr_steps: tuple = ()
-    lr_factor: float = 0.1
-    momentum: float = 0.9
-    wd: float = 0.0001
-    from_epoch: Optional[int] = None
-    stop_epoch: Optional[int] = None
-    to_epoch: Optional[int] = None
-    keep_checkpoints: int = 2
-    keep_epochs: tuple = ()
-    val_every: int = 0
-    val_split: str = 'val'
-    kvstore: str = 'device'
-    backward_do_mirror: bool = False
-    seed: int = 0
-    # data loading
-    prefetch_threads: int = 1
-    prefetcher: str = 'thread'
-    # logging
-    log_file: Optional[str] = None
-    debug: bool = False
-    progress: bool = True
 
     def to_dict(self):
         return {k: (list(v) if isinstance(v, tuple) else v)
@@ -466,44 +437,77 @@ def _build_eval_net(cfg, spec, devices, scale=224, logger=None):
 # ------------------------------------------------------------------------ training
 
 
+class ClassificationRecipe(Recipe):
+    """The classification parts of :func:`rn38.train.run`: ImageNet lists, random-resized
+    crops, the authors' Nesterov optimizer and classifier initialisation, their weight
+    decay multipliers, softmax cross-entropy and top-1 accuracy. ``cfg``: a :class:`Config`."""
+    logger_name = 'iclass'
+    optimizer = 'torchnesterov'
+    loss = staticmethod(softmax_cross_entropy)
+    accuracy = staticmethod(top1_counts)
+    val_metric = 'val_top1'
+
+    def __init__(self, cfg):
+        self.spec = resolve_label(cfg)
+        self.label = self.spec.label
+        self.config_file = self.label + '_config.yaml'
+
+    def prepare(self, cfg, from_epoch):
+        cfg.split = cfg.split or 'train'
+        cfg.output = cfg.output if cfg.output is not None else 'output'
+        cfg.batch_images = cfg.batch_images or 32
+        # recorded in <label>_config.yaml, so that evaluation builds the same pools
+        cfg.pool_top_infer_style = train_pool_style(cfg.pool_top_infer_style, cfg.weights,
+                                                    from_epoch > 0)
+
+    def log_file(self, cfg):
+        return cfg.log_file or os.path.join(cfg.output, self.label + '.log')
+
+    def dataset(self, cfg):
+        split_list = cls_data.load_split(cfg.data_root, cfg.split,
+                                         cfg.dataset or self.spec.dataset, self.spec.classes)
+        transform = cls_data.TrainTransform(cfg.crop_size,
+                                            choose_interp=cfg.choose_interp_method)
+        return cls_data.ImageListDataset(split_list, transform), split_list.path
+
+    def build_model(self, cfg, ctx, logger):
+        import iclass
+        from rn38.train import resume_epoch
+        # 0 = a start from other weights (another label, a Gluon model-zoo ImageNet file):
+        # the authors' allow_missing, every matching array is loaded
+        same_model = resume_epoch(cfg.weights, self.label) > 0
+        net = iclass.get_model(self.label, pretrained=cfg.weights, ctx=ctx,
+                               pool_style=cfg.pool_top_infer_style,
+                               allow_missing=cfg.weights is not None and not same_model)
+        report = net.load_report
+        if report is None:
+            init_classifier(net, cfg.seed)
+        else:
+            init_classifier(net, cfg.seed, only=report['skipped'])
+            logger.info('weights %s: %d arrays loaded, %d initialised anew (%s; shape '
+                        'differs: %s), %d of the file unused (%s)', cfg.weights,
+                        len(report['loaded']), len(report['skipped']),
+                        ', '.join(report['skipped']) or '-',
+                        ', '.join(report['mismatched']) or '-', len(report['ignored']),
+                        ', '.join(report['ignored']) or '-')
+        return net
+
+    def set_mults(self, net):
+        set_authors_wd_mults(net)
+
+    def optimizer_params(self, cfg):
+        return {'learning_rate': cfg.base_lr, 'momentum': cfg.momentum, 'wd': cfg.weight_decay}
+
+    def validator(self, cfg, logger):
+        return classification_validator(cfg, logger)
+
+
 def train(cfg, logger=None):
     """Train the classifier ``cfg.model`` (or the label of ``cfg.weights``) on
     ``cfg.split`` with the authors' recipe; resumable from its own checkpoints.
     Returns the history of :func:`rn38.train.fit`."""
-    from rn38 import train as shared
-    from rn38.recompute import hybridize_for_training
-    from rn38.runtime import configure_mxnet
-    import iclass
-    configure_mxnet(debug=cfg.debug, mirror=cfg.backward_do_mirror)  # no-op if the entry did
-    spec = resolve_label(cfg)
-    label = spec.label
-    if not cfg.to_epoch:
-        raise ValueError('--phase train needs --to-epoch (the total number of epochs)')
-    cfg.split = cfg.split or 'train'
-    cfg.output = cfg.output if cfg.output is not None else 'output'
-    cfg.batch_images = cfg.batch_images or 32
-    from_epoch = cfg.from_epoch if cfg.from_epoch is not None else \
-        shared.resume_epoch(cfg.weights, label)
-    if from_epoch > 0 and not cfg.weights:
-        raise ValueError('--from-epoch %d needs --weights, the checkpoint of epoch %d'
-                         % (from_epoch, from_epoch))
-    stop_epoch = cfg.stop_epoch or cfg.to_epoch
-    if not from_epoch < stop_epoch <= cfg.to_epoch:
-        raise ValueError('epochs: need from (%d) < stop (%d) <= to (%d)'
-                         % (from_epoch, stop_epoch, cfg.to_epoch))
-    # recorded in <label>_config.yaml, so that evaluation builds the same pools
-    cfg.pool_top_infer_style = train_pool_style(cfg.pool_top_infer_style, cfg.weights,
-                                                from_epoch > 0)
-    os.makedirs(cfg.output, exist_ok=True)
-    logger = logger or _logger(cfg, os.path.join(cfg.output, label + '.log'))
-    lock, run_id = shared.claim_output(cfg.output, label, from_epoch, cfg.weights, logger,
-                                       distributed=cfg.kvstore.startswith('dist'))
-    try:
-        return _train_locked(cfg, spec, from_epoch, stop_epoch, run_id, logger)
-    except KeyboardInterrupt:
-        raise shared.interrupted(cfg.output, label) from None
-    finally:
-        lock.release()
+    from rn38.train import run
+    return run(ClassificationRecipe(cfg), cfg, logger)
 
 
 def classification_validator(cfg, logger):
@@ -524,69 +528,6 @@ def classification_validator(cfg, logger):
         return {'val_top1': 1.0 - res['top1_error'] / 100.0,
                 'val_top5': 1.0 - res['top5_error'] / 100.0}
     return run
-
-
-def _train_locked(cfg, spec, from_epoch, stop_epoch, run_id, logger):
-    from rn38 import train as shared
-    from rn38.recompute import hybridize_for_training
-    import iclass
-    label = spec.label
-    shared.save_config(cfg.to_dict(), os.path.join(cfg.output, label + '_config.yaml'))
-    logger.info('training %s from epoch %d to %d (of %d)', label, from_epoch, stop_epoch,
-                cfg.to_epoch)
-
-    dataset = cfg.dataset or spec.dataset
-    split_list = cls_data.load_split(cfg.data_root, cfg.split, dataset, spec.classes)
-    transform = cls_data.TrainTransform(cfg.crop_size, choose_interp=cfg.choose_interp_method)
-    loader = _loader(cls_data.ImageListDataset(split_list, transform), cfg.batch_images,
-                     True, cfg.seed, cfg, drop_last=True)
-    if len(loader) == 0:
-        raise ValueError('--batch-images %d is larger than the %d images of %s: not one '
-                         'full batch per epoch' % (cfg.batch_images, len(split_list),
-                                                   split_list.path))
-
-    devices = _devices(cfg.gpus)
-    mx.random.seed(cfg.seed)
-    # 0 = a start from other weights (another label, a Gluon model-zoo ImageNet file):
-    # the authors' allow_missing, every matching array is loaded
-    same_model = shared.resume_epoch(cfg.weights, label) > 0
-    net = iclass.get_model(label, pretrained=cfg.weights, ctx=devices,
-                           pool_style=cfg.pool_top_infer_style,
-                           allow_missing=cfg.weights is not None and not same_model)
-    report = net.load_report
-    if report is None:
-        init_classifier(net, cfg.seed)
-    else:
-        init_classifier(net, cfg.seed, only=report['skipped'])
-        logger.info('weights %s: %d arrays loaded, %d initialised anew (%s; shape differs: '
-                    '%s), %d of the file unused (%s)', cfg.weights, len(report['loaded']),
-                    len(report['skipped']), ', '.join(report['skipped']) or '-',
-                    ', '.join(report['mismatched']) or '-', len(report['ignored']),
-                    ', '.join(report['ignored']) or '-')
-    set_authors_wd_mults(net)
-    hybridize_for_training(net)
-
-    trainer = shared.make_trainer(net, 'torchnesterov',
-                                  {'learning_rate': cfg.base_lr, 'momentum': cfg.momentum,
-                                   'wd': cfg.wd},
-                                  cfg.kvstore, len(devices))
-    if from_epoch > 0 and cfg.weights:
-        shared.load_trainer_state(trainer, cfg.weights, logger)
-    updates = len(loader)
-    schedule = shared.LRSchedule(cfg.lr_type, cfg.base_lr, total_updates=cfg.to_epoch * updates,
-                                 step_updates=[int(s) for s in cfg.lr_steps],
-                                 factor=cfg.lr_factor)
-    try:
-        return shared.fit(net, loader, trainer, devices, softmax_cross_entropy, top1_counts,
-                          schedule, label=label, out_dir=cfg.output, from_epoch=from_epoch,
-                          stop_epoch=stop_epoch, mirror=cfg.backward_do_mirror, logger=logger,
-                          progress=cfg.progress, run_id=run_id,
-                          validate=classification_validator(cfg, logger) if cfg.val_every
-                          else None, val_every=cfg.val_every, val_metric='val_top1',
-                          keep_checkpoints=cfg.keep_checkpoints,
-                          keep_epochs=tuple(cfg.keep_epochs))
-    finally:
-        loader.close()
 
 
 logging.getLogger('iclass').addHandler(logging.NullHandler())

@@ -1,6 +1,6 @@
 """Command line of the segmentation entries (cityscapes.py, voc.py, ade20k.py).
 
-Options become one ``argparse.Namespace`` config (saved with the results); the phases
+Options become one :class:`issegm.config.SegConfig` (saved with the results); the phases
 call library functions (:func:`issegm.train.train`, :func:`issegm.evaluate.run_val`).
 Flags and defaults follow the authors' scripts.
 """
@@ -11,8 +11,9 @@ import sys
 import mxnet as mx
 
 from rn38 import zoo
-from rn38.cli import HelpFormatter, add_precision_options
+from rn38.cli import HelpFormatter, add_precision_options, config_from_args
 
+from .config import SegConfig
 from .datasets import DATASET_NAMES
 
 # Per dataset: the defaults of the authors' recipe (Cityscapes: the published stage 1) and
@@ -100,9 +101,11 @@ def build_parser(dataset):
     g.add_argument('--lr-type', choices=('fixed', 'step', 'linear'), default='fixed')
     g.add_argument('--base-lr', type=float, default=0.0016)
     g.add_argument('--lr-steps', type=_int_list, default=[],
-                   help='updates after which the lr drops x0.1 (--lr-type step), as the '
-                        'authors and iclass/ilsvrc.py count them')
+                   help='updates after which the lr is multiplied by --lr-factor (--lr-type '
+                        'step), as the authors and iclass/ilsvrc.py count them')
+    g.add_argument('--lr-factor', type=float, default=0.1)
     g.add_argument('--weight-decay', type=float, default=0.0005)
+    g.add_argument('--momentum', type=float, default=0.9)
     g.add_argument('--from-epoch', type=int, default=None,
                    help='epochs already done (default: parsed from --weights)')
     g.add_argument('--stop-epoch', type=int, default=None, help='stop after this epoch')
@@ -161,8 +164,9 @@ def build_parser(dataset):
 
 
 def make_config(dataset, argv=None):
-    """Parse ``argv`` into the run's config (a Namespace); derives what the user left out."""
-    cfg = build_parser(dataset).parse_args(argv)
+    """Parse ``argv`` into the run's config (a :class:`issegm.config.SegConfig`); derives
+    what the user left out."""
+    cfg = config_from_args(SegConfig, build_parser(dataset).parse_args(argv))
     cfg.dataset = getattr(cfg, 'dataset', None) or dataset
     if cfg.data_root is None:
         cfg.data_root = DATASET_DEFAULTS.get(cfg.dataset, {}).get(
@@ -200,7 +204,7 @@ def make_config(dataset, argv=None):
         read_params(cfg.weights)  # raises the one-line error, with a hint for released files
     if cfg.phase == 'train' and cfg.lr_type == 'step' and not cfg.lr_steps:
         raise ValueError('--lr-type step needs --lr-steps (the updates after which the rate '
-                         'drops x0.1, e.g. --lr-steps 30000,60000)')
+                         'is multiplied by --lr-factor, e.g. --lr-steps 30000,60000)')
     from rn38.checks import available_devices, writable_folder
     available_devices(cfg.gpus, '--gpus')
     if cfg.output is None:

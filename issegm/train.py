@@ -1,4 +1,5 @@
-"""Segmentation training: the bootstrapped softmax loss and :func:`train` (one config in).
+"""Segmentation training: the bootstrapped softmax loss and the :class:`SegmentationRecipe`
+that :func:`train` (one config in) hands to the shared driver :func:`rn38.train.run`.
 
 The recipe is the authors': BatchNorm statistics frozen (gamma and beta trained; ``--bn-stats
 batch`` learns them instead, for training from scratch), biases
@@ -11,13 +12,7 @@ import mxnet as mx
 import numpy as np
 
 from rn38 import zoo
-from rn38.devices import parse_devices
-from rn38.loader import BatchLoader
-from rn38.recompute import hybridize_for_training
-from rn38.runtime import configure_mxnet
-from rn38.train import (LRSchedule, claim_output, fit, interrupted, load_trainer_state,
-                        make_trainer, resume_epoch, save_config, set_lr_wd_mults,
-                        setup_logging)
+from rn38.train import Recipe, run, set_lr_wd_mults
 
 from .datasets import IGNORE_LABEL, list_samples, spec_from_config
 from .image_norm import PerImageTrainTransform, mean_std
@@ -81,32 +76,67 @@ def model_options(cfg):
         else {}
 
 
+class SegmentationRecipe(Recipe):
+    """The segmentation parts of :func:`rn38.train.run` (the authors' recipe, see the
+    module docstring); ``cfg`` the config of :func:`issegm.cli.make_config`."""
+    logger_name = 'rn38'
+    optimizer = 'sgd'
+    accuracy = staticmethod(pixel_accuracy)
+    val_metric = 'val_miou'
+
+    def __init__(self, cfg):
+        self.label = cfg.model
+        self.config_file = '%s_train_config.yaml' % cfg.model
+        self.spec_model = zoo.parse_label(cfg.model)
+        self.spec = spec_from_config(cfg)
+        if self.spec_model.classes != self.spec.classes:
+            raise ValueError('model %s has %d classes but dataset %s has %d'
+                             % (cfg.model, self.spec_model.classes, self.spec.name,
+                                self.spec.classes))
+        # 'softmax': a threshold of 1 keeps every labelled pixel (plain cross-entropy)
+        self.loss = BootstrappedSoftmaxLoss() if getattr(cfg, 'loss', 'ohem') == 'ohem' \
+            else BootstrappedSoftmaxLoss(thresh=1.0, min_kept=0)
+
+    def dataset(self, cfg):
+        image_norm = getattr(cfg, 'image_norm', 'imagenet')
+        mean, std = mean_std(image_norm)
+        transform = SegTrainTransform(cfg.crop_size, self.spec_model.feat_stride,
+                                      cfg.origin_size, cfg.scale_rate_range, mean=mean, std=std)
+        if image_norm == 'per-image':
+            transform = PerImageTrainTransform(transform)
+        samples = list_samples(self.spec, cfg.data_root, cfg.split)
+        dataset = SegTrainDataset(self.spec, samples, transform, cache_images=cfg.cache_images)
+        return dataset, '%s (split %s), crop %d' % (cfg.data_root, cfg.split,
+                                                   transform.crop_size)
+
+    def build_model(self, cfg, ctx, logger):
+        net = zoo.get_model(cfg.model, 'segmentation', pretrained=cfg.weights, ctx=ctx,
+                            bn_stats=cfg.bn_stats, **model_options(cfg))
+        if net.load_report is not None:
+            r = net.load_report
+            logger.info('weights %s: %d arrays loaded, %d initialised anew (%s), %d ignored '
+                        '(%s)', cfg.weights, len(r['loaded']), len(r['skipped']),
+                        ', '.join(r['skipped']) or '-', len(r['ignored']),
+                        ', '.join(r['ignored']) or '-')
+        return net
+
+    def set_mults(self, net):
+        set_lr_wd_mults(net, double_bias_lr=True)
+
+    def optimizer_params(self, cfg):
+        return {'learning_rate': cfg.base_lr, 'momentum': cfg.momentum,
+                'wd': cfg.weight_decay}
+
+    def validator(self, cfg, logger):
+        return segmentation_validator(cfg, logger)
+
+
 def train(cfg, logger=None):
     """Train ``cfg.model`` on ``cfg.data_root``/``cfg.split``; see issegm.cli for options.
 
     Returns the history dict of :func:`rn38.train.fit`.
     """
-    configure_mxnet(debug=cfg.debug, mirror=cfg.backward_do_mirror)  # no-op if the entry did
-    spec_model = zoo.parse_label(cfg.model)
-    spec = spec_from_config(cfg)
-    if spec_model.classes != spec.classes:
-        raise ValueError('model %s has %d classes but dataset %s has %d'
-                         % (cfg.model, spec_model.classes, spec.name, spec.classes))
-    from_epoch = cfg.from_epoch if cfg.from_epoch is not None \
-        else resume_epoch(cfg.weights, cfg.model)
-    if from_epoch > 0 and not cfg.weights:
-        raise ValueError('--from-epoch %d needs --weights, the checkpoint of epoch %d'
-                         % (from_epoch, from_epoch))
-    os.makedirs(cfg.output, exist_ok=True)
-    logger = logger or setup_logging(cfg.log_file, cfg.debug)
-    lock, run_id = claim_output(cfg.output, cfg.model, from_epoch, cfg.weights, logger,
-                                distributed=cfg.kvstore.startswith('dist'))
-    try:
-        return _train_locked(cfg, spec, spec_model, from_epoch, run_id, logger)
-    except KeyboardInterrupt:
-        raise interrupted(cfg.output, cfg.model) from None
-    finally:
-        lock.release()
+    return run(SegmentationRecipe(cfg), cfg, logger)
 
 
 def segmentation_validator(cfg, logger):
@@ -114,7 +144,7 @@ def segmentation_validator(cfg, logger):
     :func:`rn38.train.fit`: the ``--phase val`` protocol (:func:`issegm.evaluate.run_val`
     with the run's ``--test-scales``, ``--test-flipping``, ``--test-steps``) on
     ``--val-split``, results in ``<output>/val/<checkpoint stem>/`` (scores only)."""
-    import argparse
+    import dataclasses
     import shutil
     from .evaluate import run_val, val_output_dir
     held_out = list_samples(spec_from_config(cfg), cfg.data_root, cfg.val_split)
@@ -123,10 +153,10 @@ def segmentation_validator(cfg, logger):
                          % (cfg.val_split, cfg.data_root))
 
     def validate(epoch, checkpoint):
-        val_cfg = argparse.Namespace(**vars(cfg))
-        val_cfg.phase, val_cfg.weights, val_cfg.split = 'val', checkpoint, cfg.val_split
-        val_cfg.output = os.path.join(cfg.output, 'val')
-        val_cfg.save_results = val_cfg.save_predictions = val_cfg.official_eval = False
+        val_cfg = dataclasses.replace(cfg, phase='val', weights=checkpoint, split=cfg.val_split,
+                                      output=os.path.join(cfg.output, 'val'),
+                                      save_results=False, save_predictions=False,
+                                      official_eval=False)
         out_dir = val_output_dir(val_cfg.output, checkpoint, val_cfg.split)
         if os.path.isdir(out_dir):  # of an earlier, interrupted attempt at this epoch
             shutil.rmtree(out_dir)
@@ -138,71 +168,3 @@ def segmentation_validator(cfg, logger):
                     100 * summary['mean_iou'])
         return {'val_miou': summary['mean_iou']}
     return validate
-
-
-def _train_locked(cfg, spec, spec_model, from_epoch, run_id, logger):
-    save_config(cfg, os.path.join(cfg.output, '%s_train_config.yaml' % cfg.model))
-    ctx = parse_devices(cfg.gpus)
-    if cfg.batch_images % len(ctx):
-        raise ValueError('--batch-images %d does not split evenly over %d devices'
-                         % (cfg.batch_images, len(ctx)))
-
-    image_norm = getattr(cfg, 'image_norm', 'imagenet')
-    mean, std = mean_std(image_norm)
-    transform = SegTrainTransform(cfg.crop_size, spec_model.feat_stride, cfg.origin_size,
-                                  cfg.scale_rate_range, mean=mean, std=std)
-    if image_norm == 'per-image':
-        transform = PerImageTrainTransform(transform)
-    samples = list_samples(spec, cfg.data_root, cfg.split)
-    dataset = SegTrainDataset(spec, samples, transform, cache_images=cfg.cache_images)
-    loader = BatchLoader(dataset, cfg.batch_images, shuffle=True, seed=cfg.seed,
-                         workers=cfg.prefetch_threads, mode=cfg.prefetcher)
-    if len(loader) == 0:
-        raise ValueError('--batch-images %d is larger than the %d images of %s (split %s): '
-                         'not one full batch per epoch' % (cfg.batch_images, len(dataset),
-                                                           cfg.data_root, cfg.split))
-    logger.info('%d training images from %s (%s), %d batches of %d per epoch, crop %d',
-                len(dataset), cfg.data_root, cfg.split, len(loader), cfg.batch_images,
-                transform.crop_size)
-
-    mx.random.seed(cfg.seed)  # new layers' initial values
-    net = zoo.get_model(cfg.model, 'segmentation', pretrained=cfg.weights, ctx=ctx,
-                        bn_stats=cfg.bn_stats, **model_options(cfg))
-    if net.load_report is not None:
-        r = net.load_report
-        logger.info('weights %s: %d arrays loaded, %d initialised anew (%s), %d ignored (%s)',
-                    cfg.weights, len(r['loaded']), len(r['skipped']),
-                    ', '.join(r['skipped']) or '-', len(r['ignored']),
-                    ', '.join(r['ignored']) or '-')
-    set_lr_wd_mults(net, double_bias_lr=True)
-    if cfg.hybridize:
-        hybridize_for_training(net)
-
-    trainer = make_trainer(net, 'sgd', {'learning_rate': cfg.base_lr, 'momentum': 0.9,
-                                        'wd': cfg.weight_decay}, cfg.kvstore, len(ctx))
-    updates = len(loader)
-    schedule = LRSchedule(cfg.lr_type, cfg.base_lr, total_updates=cfg.to_epoch * updates,
-                          step_updates=cfg.lr_steps)
-    stop_epoch = cfg.stop_epoch or cfg.to_epoch
-    if from_epoch >= stop_epoch:
-        logger.info('nothing to do: epoch %d reached (stop epoch %d)', from_epoch, stop_epoch)
-        return {'updates': [], 'epochs': []}
-    if from_epoch > 0:
-        load_trainer_state(trainer, cfg.weights, logger)
-    logger.info('epochs %d -> %d of %d, lr %s from %g, devices %s, kvstore %s%s',
-                from_epoch, stop_epoch, cfg.to_epoch, cfg.lr_type, cfg.base_lr, ctx,
-                cfg.kvstore, ', recomputing segments in backward' if cfg.backward_do_mirror
-                else '')
-    # 'softmax': a threshold of 1 keeps every labelled pixel (plain cross-entropy)
-    criterion = BootstrappedSoftmaxLoss() if getattr(cfg, 'loss', 'ohem') == 'ohem' \
-        else BootstrappedSoftmaxLoss(thresh=1.0, min_kept=0)
-    try:
-        return fit(net, loader, trainer, ctx, criterion, pixel_accuracy, schedule,
-                   label=cfg.model, out_dir=cfg.output, from_epoch=from_epoch,
-                   stop_epoch=stop_epoch, mirror=cfg.backward_do_mirror, logger=logger,
-                   progress=cfg.progress, seed=cfg.seed, run_id=run_id,
-                   validate=segmentation_validator(cfg, logger) if cfg.val_every else None,
-                   val_every=cfg.val_every, val_metric='val_miou',
-                   keep_checkpoints=cfg.keep_checkpoints, keep_epochs=cfg.keep_epochs)
-    finally:
-        loader.close()

@@ -37,3 +37,17 @@ def add_precision_options(group, calib_source='training images'):
                        help='%s for the int8 calibration' % calib_source)
     group.add_argument('--calib-mode', choices=('entropy', 'naive'), default='entropy',
                        help='int8 ranges: minimal KL divergence (entropy) or min/max (naive)')
+
+
+def config_from_args(config_class, args, **derived):
+    """The task's config dataclass from parsed options: every field of ``config_class``
+    that ``args`` (an argparse Namespace) has, then ``derived`` (values computed from
+    them); the other fields keep their defaults. An option without a field is a
+    programming error (TypeError), so no option is silently dropped from the saved config."""
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(config_class)}
+    values = dict(vars(args), **derived)
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise TypeError('%s has no field for %s' % (config_class.__name__, ', '.join(unknown)))
+    return config_class(**values)

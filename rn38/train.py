@@ -517,9 +517,14 @@ def setup_logging(log_file=None, debug=False, name='rn38'):
 
 
 def save_config(config, path):
-    """Save the run's options (an argparse Namespace or dict) as YAML, atomically."""
+    """Save the run's options (a dataclass, an argparse Namespace or a dict) as YAML,
+    atomically."""
+    import dataclasses
     import yaml
-    data = dict(vars(config)) if not isinstance(config, dict) else dict(config)
+    if dataclasses.is_dataclass(config):
+        data = dataclasses.asdict(config)
+    else:
+        data = dict(vars(config)) if not isinstance(config, dict) else dict(config)
     data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
     atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=True).encode('utf-8'))
 
@@ -755,8 +760,142 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     return history
 
 
+class Recipe:
+    """What a task gives :func:`run`: the parts of training that differ between tasks.
+
+    Subclasses set ``label`` (the model label; checkpoints are ``<label>_ep-N.params``),
+    ``config_file`` (name of the saved config in ``cfg.output``), ``logger_name``,
+    ``optimizer`` (a registered MXNet optimizer name), ``loss`` (``loss(scores, label) ->
+    (loss_sum, count)``, see :func:`fit`), ``accuracy`` (``-> (correct, counted)``) and
+    ``val_metric``, and implement the methods below that raise NotImplementedError.
+    """
+    label = None
+    config_file = None
+    logger_name = 'rn38'
+    optimizer = 'sgd'
+    loss = accuracy = None
+    val_metric = None
+
+    def prepare(self, cfg, from_epoch):
+        """Fill in what ``cfg`` leaves to the task and check it, before anything is written."""
+
+    def log_file(self, cfg):
+        return cfg.log_file
+
+    def dataset(self, cfg):
+        """``(dataset, description)``: the training samples (``dataset[i] -> (data, label)``
+        numpy arrays) and how the log names them."""
+        raise NotImplementedError
+
+    def build_model(self, cfg, ctx, logger):
+        """The network on the devices ``ctx``, loaded from ``cfg.weights`` and initialised
+        (MXNet's random generator is seeded from ``cfg.seed`` before)."""
+        raise NotImplementedError
+
+    def set_mults(self, net):
+        """Per-parameter ``lr_mult`` / ``wd_mult``."""
+
+    def optimizer_params(self, cfg):
+        raise NotImplementedError
+
+    def validator(self, cfg, logger):
+        """``validate(epoch, checkpoint) -> {name: score}`` for :func:`fit`; called only
+        with ``cfg.val_every``, before the first epoch (so a missing held-out split fails
+        early)."""
+        raise NotImplementedError
+
+
+def run(recipe, cfg, logger=None):
+    """Train ``recipe.label`` with the options ``cfg`` (a config dataclass or Namespace); the
+    one training driver of both tasks.
+
+    The steps: MXNet's environment from ``cfg``; the epoch range (``--from-epoch``, else
+    parsed from a ``--weights`` checkpoint of the same label; a range already done logs
+    "nothing to do" and returns an empty history); logging; the claimed and locked output
+    folder (:func:`claim_output`); ``cfg`` saved as ``<output>/<recipe.config_file>``; the
+    devices; the loader (shuffled from ``cfg.seed``, full batches, closed at the end); the
+    network (``recipe.build_model``), its multipliers, hybridization (``cfg.hybridize``);
+    the trainer with the optimizer state of a resumed checkpoint; the schedule; :func:`fit`
+    with validation and checkpoint retention. Ctrl-C raises :class:`TrainingInterrupted`
+    naming the last checkpoint. Bad input raises ValueError. Returns the history dict.
+    """
+    from .runtime import configure_mxnet
+    configure_mxnet(debug=cfg.debug, mirror=cfg.backward_do_mirror)  # no-op if the entry did
+    label = recipe.label
+    from_epoch = cfg.from_epoch if cfg.from_epoch is not None \
+        else resume_epoch(cfg.weights, label)
+    if from_epoch > 0 and not cfg.weights:
+        raise ValueError('--from-epoch %d needs --weights, the checkpoint of epoch %d'
+                         % (from_epoch, from_epoch))
+    if not cfg.to_epoch:
+        raise ValueError('training needs --to-epoch (the epochs the schedule spans)')
+    stop_epoch = cfg.stop_epoch or cfg.to_epoch
+    recipe.prepare(cfg, from_epoch)
+    os.makedirs(cfg.output, exist_ok=True)
+    logger = logger or setup_logging(recipe.log_file(cfg), cfg.debug, name=recipe.logger_name)
+    if stop_epoch > cfg.to_epoch:  # the schedule's end is reached: its last rate goes on
+        logger.warning('--stop-epoch %d is beyond --to-epoch %d, the end of the schedule',
+                       stop_epoch, cfg.to_epoch)
+    if from_epoch >= stop_epoch:
+        logger.info('nothing to do: epoch %d reached (stop epoch %d)', from_epoch, stop_epoch)
+        return {'label': label, 'updates': [], 'epochs': []}
+    lock, run_id = claim_output(cfg.output, label, from_epoch, cfg.weights, logger,
+                                distributed=cfg.kvstore.startswith('dist'))
+    try:
+        return _run_locked(recipe, cfg, from_epoch, stop_epoch, run_id, logger)
+    except KeyboardInterrupt:
+        raise interrupted(cfg.output, label) from None
+    finally:
+        lock.release()
+
+
+def _run_locked(recipe, cfg, from_epoch, stop_epoch, run_id, logger):
+    from .loader import BatchLoader
+    from .devices import parse_devices
+    from .recompute import hybridize_for_training
+    save_config(cfg, os.path.join(cfg.output, recipe.config_file))
+    ctx = parse_devices(cfg.gpus)
+    if getattr(recipe.loss, 'normalization', None) == 'device' and cfg.batch_images % len(ctx):
+        raise ValueError('--batch-images %d does not split evenly over %d devices'
+                         % (cfg.batch_images, len(ctx)))
+    validate = recipe.validator(cfg, logger) if cfg.val_every else None
+    dataset, source = recipe.dataset(cfg)
+    loader = BatchLoader(dataset, cfg.batch_images, shuffle=True, seed=cfg.seed,
+                         workers=cfg.prefetch_threads, mode=cfg.prefetcher, drop_last=True)
+    try:
+        if len(loader) == 0:
+            raise ValueError('--batch-images %d is larger than the %d images of %s: not one '
+                             'full batch per epoch' % (cfg.batch_images, len(dataset), source))
+        logger.info('%d training images from %s, %d batches of %d per epoch', len(dataset),
+                    source, len(loader), cfg.batch_images)
+        mx.random.seed(cfg.seed)  # new layers' initial values
+        net = recipe.build_model(cfg, ctx, logger)
+        recipe.set_mults(net)
+        if cfg.hybridize:
+            hybridize_for_training(net)
+        trainer = make_trainer(net, recipe.optimizer, recipe.optimizer_params(cfg),
+                               cfg.kvstore, len(ctx))
+        if from_epoch > 0:
+            load_trainer_state(trainer, cfg.weights, logger)
+        schedule = LRSchedule(cfg.lr_type, cfg.base_lr, total_updates=cfg.to_epoch * len(loader),
+                              step_updates=[int(s) for s in cfg.lr_steps],
+                              factor=cfg.lr_factor)
+        logger.info('%s: epochs %d -> %d of %d, lr %s from %g, devices %s, kvstore %s%s',
+                    recipe.label, from_epoch, stop_epoch, cfg.to_epoch, cfg.lr_type,
+                    cfg.base_lr, ctx, cfg.kvstore, ', recomputing segments in backward'
+                    if cfg.backward_do_mirror else '')
+        return fit(net, loader, trainer, ctx, recipe.loss, recipe.accuracy, schedule,
+                   label=recipe.label, out_dir=cfg.output, from_epoch=from_epoch,
+                   stop_epoch=stop_epoch, mirror=cfg.backward_do_mirror, logger=logger,
+                   progress=cfg.progress, seed=cfg.seed, run_id=run_id, validate=validate,
+                   val_every=cfg.val_every, val_metric=recipe.val_metric,
+                   keep_checkpoints=cfg.keep_checkpoints, keep_epochs=tuple(cfg.keep_epochs))
+    finally:
+        loader.close()
+
+
 __all__ = ['LRSchedule', 'set_lr_wd_mults', 'make_trainer', 'checkpoint_path',
            'save_checkpoint', 'load_trainer_state', 'save_optimizer_state', 'StateError',
            'prune_checkpoints', 'claim_output', 'OutputLock', 'RunFolderError',
            'TrainingInterrupted', 'interrupted', 'resume_epoch', 'setup_logging',
-           'write_json', 'save_config', 'plot_history', 'fit', 'ParamsError']
+           'write_json', 'save_config', 'plot_history', 'fit', 'ParamsError', 'Recipe', 'run']

@@ -840,3 +840,30 @@ def test_resume_without_momentum_and_refused_optimizer_change(tmp_path, capsys):
     errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith('error: ')]
     assert len(errors) == 1 and meta_path in errors[0]
     assert 'sgd' in errors[0] and 'torchnesterov' in errors[0]
+
+
+def test_no_hybridize_trains_the_same_and_a_finished_run_has_nothing_to_do(tmp_path):
+    """``hybridize=False`` (``--no-hybridize``) is respected and changes nothing but the
+    execution; resuming a run whose epochs are all done writes nothing (the shared driver,
+    as segmentation does)."""
+    from rn38.params import read_params
+    _, out, label, cfg = train_setup(tmp_path, 2, batch_images=5, base_lr=0.05, to_epoch=1)
+    first = T.train(cfg)
+    eager = str(tmp_path / 'eager')
+    second = T.train(dataclasses.replace(cfg, output=eager, hybridize=False))
+    # same start, same batches: the first loss agrees to float precision; the updates
+    # then differ only by the graph's rounding (oneDNN fusions)
+    assert second['updates'][0]['loss'] == pytest.approx(first['updates'][0]['loss'], rel=1e-5)
+    ckpt = os.path.join(out, label + '_ep-0001.params')
+    hybrid = read_params(ckpt)
+    imperative = read_params(os.path.join(eager, label + '_ep-0001.params'))
+    assert set(hybrid) == set(imperative)
+    for name in hybrid:
+        np.testing.assert_allclose(imperative[name].asnumpy(), hybrid[name].asnumpy(),
+                                   rtol=1e-2, atol=2e-3, err_msg=name)
+    before = {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out)}
+    history = T.train(dataclasses.replace(cfg, weights=ckpt, model=None))
+    assert history['epochs'] == [] and history['updates'] == []
+    assert {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out)
+            if not f.endswith('.log')} == {f: t for f, t in before.items()
+                                            if not f.endswith('.log')}

@@ -199,7 +199,10 @@ def test_entry_files_run_from_anywhere_and_state_each_default_once(tmp_path):
     assert helps['--split'].endswith('(default: train for --phase train, val for --phase val)')
     assert helps['--test-flipping'].endswith('(alone: 1; default: 1, the published protocol)')
     assert 'default' not in helps['--weights']
-    assert option_helps(results[4][1])['--wd'].endswith('(default: 0.0001)')
+    # the same flag names for the same things (iclass keeps its old --wd as an alias)
+    assert option_helps(results[4][1])['--weight-decay'].endswith('(default: 0.0001)')
+    assert '--wd WEIGHT_DECAY' in option_helps(results[4][1])['--weight-decay']
+    assert helps['--weight-decay'].endswith('(default: 0.0005)')
     edits = re.compile(r'sys\.path(\.insert|\.append|\[[^\]]*\]\s*=)')
     for folder in ('rn38', 'issegm', 'iclass', 'scripts'):
         for name in os.listdir(os.path.join(REPO, folder)):

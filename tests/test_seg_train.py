@@ -551,3 +551,20 @@ def test_second_stage_under_its_own_label_keeps_both_records(demo_root, tmp_path
     assert resumed['label'] == MINI and [e['epoch'] for e in resumed['epochs']] == [1, 2]
     assert resumed['epochs'][0] == stage1['epochs'][0]
     assert json.load(open(out / (second + '_history.json')))['label'] == second
+
+
+def test_momentum_and_lr_factor_flags_reach_the_optimizer(demo_root, tmp_path):
+    """--momentum and --lr-factor (the names iclass/ilsvrc.py uses) drive segmentation's SGD:
+    the step schedule multiplies the rate by the factor after the step, the momentum is
+    the optimizer's and both are saved with the run."""
+    import yaml
+    out = tmp_path / 'run'
+    assert cli.main('cityscapes', _argv(demo_root, out, '--stop-epoch', '1', '--lr-type', 'step',
+                                        '--lr-steps', '1', '--lr-factor', '0.25',
+                                        '--momentum', '0.5')) == 0
+    history = json.load(open(out / 'history.json'))
+    assert [u['lr'] for u in history['updates']] == pytest.approx([0.02, 0.005])
+    meta = json.load(open(out / ('%s_ep-0001.states.json' % MINI)))
+    assert meta['settings']['momentum'] == 0.5
+    recorded = yaml.safe_load(open(out / ('%s_train_config.yaml' % MINI)))
+    assert (recorded['momentum'], recorded['lr_factor']) == (0.5, 0.25)
