@@ -50,8 +50,9 @@ def build_parser():
                    help='dataset folder name for the packaged lists (default: from the label)')
     p.add_argument('--output', default=None,
                    help='output folder (default: beside --weights for val, ./output for train)')
-    p.add_argument('--gpus', default='',
-                   help="devices: '' or 'cpu' (CPU), '0,1' (GPUs), 'cpu:2' (2 CPU contexts)")
+    p.add_argument('--gpus', default=None,
+                   help="devices: '' or 'cpu' (CPU), '0,1' (GPUs), 'cpu:2' (2 CPU contexts); "
+                        "default: GPU 0 if there is one, else the CPU")
     p.add_argument('--batch-images', type=int, default=None,
                    help='images per batch (default: 1 for val, 32 for train)')
     g = p.add_argument_group('validation (defaults: the published protocol of both released '
@@ -117,12 +118,14 @@ def config_from_args(args):
     """The :class:`iclass.train.Config` of parsed options (lists from their comma forms)."""
     from iclass.train import Config
     from rn38.cli import config_from_args as build_config
+    from rn38.devices import default_devices
 
     def ints(text):
         return tuple(int(s) for s in text.split(',') if s.strip())
     return build_config(
         Config, args, test_scales=ints(args.test_scales), lr_steps=ints(args.lr_steps),
         keep_epochs=ints(args.keep_epochs),
+        gpus=default_devices() if args.gpus is None else args.gpus,
         choose_interp_method=(args.phase == 'train' if args.choose_interp_method is None
                               else args.choose_interp_method))
 

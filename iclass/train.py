@@ -36,7 +36,6 @@ class Config(RunConfig):
     """Everything a validation or training run needs; saved beside its results. The
     options shared with segmentation are in :class:`rn38.config.RunConfig`."""
     phase: str = 'val'
-    gpus: str = ''
     # validation
     test_scales: tuple = (224,)
     test_flipping: bool = False

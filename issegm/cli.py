@@ -8,10 +8,9 @@ import argparse
 import os
 import sys
 
-import mxnet as mx
-
 from rn38 import zoo
 from rn38.cli import HelpFormatter, add_precision_options, config_from_args
+from rn38.devices import default_devices
 
 from .config import SegConfig
 from .datasets import DATASET_NAMES
@@ -172,7 +171,7 @@ def make_config(dataset, argv=None):
         cfg.data_root = DATASET_DEFAULTS.get(cfg.dataset, {}).get(
             'data_root', os.path.join('data', cfg.dataset))
     if cfg.gpus is None:
-        cfg.gpus = '0' if mx.context.num_gpus() > 0 else 'cpu'
+        cfg.gpus = default_devices()
     if cfg.split is None:
         cfg.split = 'train' if cfg.phase == 'train' else 'val'
     if cfg.model is None:

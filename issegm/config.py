@@ -34,3 +34,30 @@ class SegConfig(RunConfig):
     save_predictions: bool = False
     save_results: bool = True
     official_eval: bool = True
+
+
+@dataclasses.dataclass
+class PredictConfig:
+    """Options of ``issegm/predict.py`` (see ``--help``), with what the user left out
+    derived by :func:`issegm.predict.make_config`. ``dataset`` follows from ``model``;
+    ``test_scales`` are longer-side lengths in pixels (``None``: the image size); tile
+    sizes in pixels."""
+    weights: str
+    input: str
+    output: str
+    model: Optional[str] = None
+    dataset: Optional[str] = None
+    test_scales: list = dataclasses.field(default_factory=lambda: [None])
+    test_flipping: bool = False
+    test_steps: int = 1
+    pad_mode: str = 'stride'
+    max_input_pixels: Optional[int] = None
+    tile_size: int = 512
+    tile_margin: Optional[int] = None
+    alpha: float = 0.5
+    gpus: Optional[str] = None
+    dtype: str = 'float32'
+    calib_images: int = 10
+    calib_input: Optional[str] = None
+    calib_mode: str = 'entropy'
+    progress: bool = True

@@ -50,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument('--gpus', default=None,
                         help="devices the images are spread over: GPU ids, e.g. 0 or 0,1; "
                              "'' or 'cpu': the CPU; 'cpu:2': two CPU contexts; default: GPU 0 "
-                             "if there is one")
+                             "if there is one, else the CPU")
     parser.add_argument('--dtype', choices=('float32', 'bfloat16', 'int8'), default='float32',
                         help='inference precision (CPU, oneDNN): bfloat16 needs avx512_bf16; '
                              'int8 calibrates once (cached next to --weights)')
@@ -87,7 +87,12 @@ def list_images(path):
 
 
 def make_config(args):
-    """The run configuration (a plain dict) from parsed arguments."""
+    """The run's :class:`issegm.config.PredictConfig` from parsed arguments; derives the
+    model label, dataset, scales and devices the user left out and checks them."""
+    from issegm.config import PredictConfig
+    from rn38.checks import available_devices, writable_folder
+    from rn38.cli import config_from_args
+    from rn38.devices import default_devices
     from rn38.zoo import label_from_weights, parse_label
     label = args.model or label_from_weights(args.weights)[0]
     spec = parse_label(label)
@@ -98,46 +103,37 @@ def make_config(args):
         except ValueError:
             raise ValueError('--test-scales must be integers separated by commas, got %r'
                              % args.test_scales) from None
-    from rn38.checks import available_devices, writable_folder
-    gpus = args.gpus
-    if gpus is None:
-        import mxnet as mx
-        gpus = '0' if mx.context.num_gpus() > 0 else 'cpu'
+    gpus = default_devices() if args.gpus is None else args.gpus
     available_devices(gpus, '--gpus')
     writable_folder(args.output, '--output')
-    return {'weights': args.weights, 'model': label, 'dataset': spec.dataset,
-            'input': args.input, 'output': args.output, 'test_scales': scales,
-            'test_flipping': args.test_flipping, 'test_steps': args.test_steps,
-            'pad_mode': args.pad_mode, 'max_input_pixels': args.max_input_pixels,
-            'tile_size': args.tile_size, 'tile_margin': args.tile_margin,
-            'alpha': args.alpha, 'gpus': gpus, 'progress': args.progress,
-            'dtype': args.dtype, 'calib_images': args.calib_images,
-            'calib_input': args.calib_input or args.input, 'calib_mode': args.calib_mode}
+    return config_from_args(PredictConfig, args, model=label, dataset=spec.dataset,
+                            test_scales=scales, gpus=gpus,
+                            calib_input=args.calib_input or args.input)
 
 
 def lower_precision(net, config, ctx, scale, logger):
-    """``(net in config['dtype'], dtype run)``; int8 calibrates on the first
+    """``(net in config.dtype, dtype run)``; int8 calibrates on the first
     ``calib_images`` images of ``calib_input`` at ``scale`` (see rn38.lowprec)."""
     from issegm.predictor import SegPredictor, calibration_inputs
     from rn38 import lowprec
-    if config['dtype'] != 'int8':
-        return lowprec.lower_precision(net, config['dtype'], ctx, logger=logger)
-    if config['calib_images'] < 1:
+    if config.dtype != 'int8':
+        return lowprec.lower_precision(net, config.dtype, ctx, logger=logger)
+    if config.calib_images < 1:
         raise ValueError('--calib-images must be at least 1 for --dtype int8')
-    images, _ = list_images(config['calib_input'])
-    chosen = images[:config['calib_images']]
-    probe = SegPredictor(net, ctx, scales=[scale], pad_mode=config['pad_mode'])
+    images, _ = list_images(config.calib_input)
+    chosen = images[:config.calib_images]
+    probe = SegPredictor(net, ctx, scales=[scale], pad_mode=config.pad_mode)
     settings = {'calib_images': [os.path.abspath(p) for p in chosen], 'calib_scale': scale,
-                'pad_mode': config['pad_mode'], 'model': config['model']}
+                'pad_mode': config.pad_mode, 'model': config.model}
     return lowprec.lower_precision(
         net, 'int8', ctx, calib_batches=lambda: calibration_inputs(probe, chosen, scale),
-        calib_mode=config['calib_mode'], weights=config['weights'], settings=settings,
+        calib_mode=config.calib_mode, weights=config.weights, settings=settings,
         logger=logger)
 
 
 def run(config, failures=None):
-    """Segment ``config['input']``; returns the written ``[(image, label PNG)]``.
-    failures: see :func:`issegm.evaluate.segment_images` (None: the first unreadable
+    """Segment ``config.input`` (a :class:`issegm.config.PredictConfig`); returns the
+    written ``[(image, label PNG)]``. failures: see :func:`issegm.evaluate.segment_images` (None: the first unreadable
     image raises)."""
     import issegm
     from issegm.datasets import get_dataset_spec
@@ -145,37 +141,37 @@ def run(config, failures=None):
     from issegm.predictor import SegPredictor
     from rn38.train import save_config, setup_logging
 
-    os.makedirs(config['output'], exist_ok=True)
-    logger = setup_logging(os.path.join(config['output'], 'predict.log'),
+    os.makedirs(config.output, exist_ok=True)
+    logger = setup_logging(os.path.join(config.output, 'predict.log'),
                            name='issegm.predict')
-    save_config(config, os.path.join(config['output'], 'config.yaml'))
-    spec = get_dataset_spec(config['dataset'])
-    images, names = list_images(config['input'])
+    save_config(config, os.path.join(config.output, 'config.yaml'))
+    spec = get_dataset_spec(config.dataset)
+    images, names = list_images(config.input)
     from rn38.checks import available_devices
-    ctx = available_devices(config['gpus'], '--gpus')
+    ctx = available_devices(config.gpus, '--gpus')
     from rn38.lowprec import check_dtype
-    check_dtype(config['dtype'], ctx, logger=logger)
-    net = issegm.get_model(config['model'], pretrained=config['weights'], ctx=ctx)
+    check_dtype(config.dtype, ctx, logger=logger)
+    net = issegm.get_model(config.model, pretrained=config.weights, ctx=ctx)
     if net.classes != spec.classes:
         raise ValueError('model %s has %d classes but dataset %s has %d'
-                         % (config['model'], net.classes, spec.name, spec.classes))
+                         % (config.model, net.classes, spec.name, spec.classes))
     net.hybridize(static_alloc=True)
-    tile_margin = config['tile_margin']
-    if config['dtype'] != 'float32':
+    tile_margin = config.tile_margin
+    if config.dtype != 'float32':
         from issegm.predictor import receptive_radius
         if tile_margin is None:  # a converted graph has no layers to walk
             tile_margin = receptive_radius(net)
-        net, config['dtype'] = lower_precision(net, config, ctx, config['test_scales'][0],
-                                               logger)
-    predictor = SegPredictor(net, ctx, scales=config['test_scales'],
-                             flip=config['test_flipping'], test_steps=config['test_steps'],
-                             pad_mode=config['pad_mode'],
-                             max_input_pixels=config['max_input_pixels'],
-                             tile_size=config['tile_size'], tile_margin=tile_margin)
-    logger.info('model %s on %s, protocol %s, %d images', config['model'], ctx,
+        net, config.dtype = lower_precision(net, config, ctx, config.test_scales[0],
+                                            logger)
+    predictor = SegPredictor(net, ctx, scales=config.test_scales,
+                             flip=config.test_flipping, test_steps=config.test_steps,
+                             pad_mode=config.pad_mode,
+                             max_input_pixels=config.max_input_pixels,
+                             tile_size=config.tile_size, tile_margin=tile_margin)
+    logger.info('model %s on %s, protocol %s, %d images', config.model, ctx,
                 predictor.describe(), len(images))
-    return segment_images(predictor, spec, images, config['output'], names=names,
-                          alpha=config['alpha'], progress=config['progress'], logger=logger,
+    return segment_images(predictor, spec, images, config.output, names=names,
+                          alpha=config.alpha, progress=config.progress, logger=logger,
                           failures=failures)
 
 

@@ -8,14 +8,26 @@ import mxnet as mx
 import numpy as np
 
 
+def default_devices():
+    """The device option of every entry when ``--gpus`` is not given: ``'0'`` (GPU 0) if
+    this machine has a GPU MXNet can use, else ``'cpu'``."""
+    try:
+        count = mx.context.num_gpus()
+    except mx.base.MXNetError:  # a CUDA build on a machine without a usable driver
+        count = 0
+    return '0' if count > 0 else 'cpu'
+
+
 def parse_devices(spec):
     """Device list of a ``--devices`` string.
 
-    ``''``/``'cpu'`` -> ``[cpu(0)]``; ``'0,1'`` -> ``[gpu(0), gpu(1)]``; ``'cpu:2'`` ->
+    ``None`` -> as :func:`default_devices`; ``''``/``'cpu'`` -> ``[cpu(0)]``; ``'0,1'`` -> ``[gpu(0), gpu(1)]``; ``'cpu:2'`` ->
     ``[cpu(0), cpu(1)]`` (several CPU contexts, to run multi-device code on one CPU);
     ``'cpu0,cpu1'``, ``'gpu0,gpu1'`` and ``'gpu:2'`` work too. ValueError otherwise.
     """
-    spec = (spec or '').strip().lower()
+    if spec is None:
+        spec = default_devices()
+    spec = spec.strip().lower()
     if spec in ('', 'cpu'):
         return [mx.cpu()]
     m = re.match(r'^(cpu|gpu):(\d+)$', spec)
