@@ -7,8 +7,9 @@ protocol: ``--test-scales 320``, no flipping, ``--no-choose-interp-method``)::
         --weights models/ilsvrc-cls_rna-a1_cls1000_ep-0001.params \\
         --split val [--test-flipping] [--test-3crops]
 
-Model A was trained with the "caffe" pooling convention: add
-``--pool-top-infer-style caffe`` (the default of :func:`iclass.get_model` too).
+The released Model A needs the authors' "caffe" pooling convention (pad 0); it is chosen
+for its label and file without an option, a new Model A uses pad 1, and the style a run was
+trained with is read from its saved config (``--pool-top-infer-style`` overrides).
 
 Train (the authors' recipe)::
 
@@ -71,8 +72,9 @@ def build_parser():
     g.add_argument('--no-choose-interp-method', dest='choose_interp_method',
                    action='store_false', help='same as --choose-interp-method 0')
     g.add_argument('--pool-top-infer-style', choices=('caffe', 'same'), default=None,
-                   help='Model A max-pool convention: caffe (pad 0, the released weights; '
-                        'get_model default) or same (pad 1)')
+                   help='Model A max-pool convention: caffe (pad 0, the released weights) or '
+                        'same (pad 1, a new Model A); default: the one the weights were '
+                        'trained with (caffe for the released Model A, else same)')
     g.add_argument('--cache-dtype', choices=('float32', 'float16'), default='float32',
                    help='dtype of the per-scale prediction cache')
     add_precision_options(g, 'training images (of the train list)')
