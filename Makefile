@@ -22,11 +22,12 @@ constraints: venv
 	$(PY) scripts/freeze_constraints.py --extras $(EXTRAS) --output constraints.txt
 	touch $(VENV)/.installed
 
+# Two workers: the tests are mostly fresh processes of the entry commands (2-core machines).
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
 
 demo: venv
 	$(PY) scripts/demo.py --data-dir $(DEMO_DIR) --output $(DEMO_OUT)

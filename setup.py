@@ -53,7 +53,7 @@ setup(
         'rn38-verify-models = rn38.checksums:main',
     ]},
     extras_require={
-        'test': ['pytest', 'pytest-timeout'],
+        'test': ['pytest', 'pytest-timeout', 'pytest-xdist'],
         # ONNX export (scripts/export_onnx.py). onnxruntime 1.18.1 is the oldest release
         # for Python 3.11 whose metadata accepts numpy < 1.24 (1.15-1.18.0 ask numpy >=
         # 1.24.2); onnx 1.14.1 with protobuf 3 is what MXNet 1.9.1's exporter was used with.
