@@ -15,7 +15,7 @@ from mxnet.gluon import HybridBlock, nn
 
 from .padding import PaddedInput
 from .unpool import MaxPoolWithMask, unpool
-from .vgg import conv_bn_relu, scaled_stages, vgg16_stage
+from .vgg import conv_bn_relu, scaled_stages, vgg16_encoder
 
 FC6_KERNEL = 7
 
@@ -44,11 +44,7 @@ class DeconvNet(HybridBlock):
         fc = max(1, 4096 // width_divisor)
         self.classes = classes
         with self.name_scope():
-            self.stages = nn.HybridSequential(prefix='')
-            in_channels = 3
-            for i, widths in enumerate(stages):
-                self.stages.add(vgg16_stage(i + 1, in_channels, widths, batch_norm=True))
-                in_channels = widths[-1]
+            self.stages, in_channels = vgg16_encoder(stages, batch_norm=True)
             self.pool = MaxPoolWithMask()
             self.fc = nn.HybridSequential(prefix='')
             self.fc.add(conv_bn_relu('fc6', in_channels, fc, FC6_KERNEL, 0, batch_norm=True),

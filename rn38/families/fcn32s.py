@@ -16,7 +16,7 @@ import mxnet as mx
 from mxnet.gluon import HybridBlock, nn
 
 from .padding import PaddedInput
-from .vgg import scaled_stages, vgg16_stage
+from .vgg import scaled_stages, vgg16_encoder
 
 UPSCORE_KERNEL, UPSCORE_STRIDE = 64, 32
 
@@ -52,12 +52,7 @@ class FCN32s(HybridBlock):
         fc = max(1, 4096 // width_divisor)
         self.classes = classes
         with self.name_scope():
-            self.encoder = nn.HybridSequential(prefix='')
-            in_channels = 3
-            for i, widths in enumerate(stages):
-                self.encoder.add(vgg16_stage(i + 1, in_channels, widths))
-                self.encoder.add(nn.MaxPool2D(2, 2))
-                in_channels = widths[-1]
+            self.encoder, in_channels = vgg16_encoder(stages, pools=True)
             self.head = nn.HybridSequential(prefix='')
             self.head.add(nn.Conv2D(fc, 1, in_channels=in_channels, prefix='fc6_'),
                           nn.Activation('relu'), nn.Dropout(dropout, axes=(2, 3)),

@@ -33,6 +33,20 @@ def vgg16_stage(stage, in_channels, widths, batch_norm=False):
     return seq
 
 
+def vgg16_encoder(stages, batch_norm=False, pools=False):
+    """VGG16's five stages (widths ``stages``, see :func:`scaled_stages`) in one sequence,
+    each followed by a 2x2/2 max pool if ``pools``. Returns ``(sequence, output channels)``;
+    call it inside the network's ``name_scope`` (the parameter names are ``conv<s>_<i>``)."""
+    seq = nn.HybridSequential(prefix='')
+    in_channels = 3
+    for i, widths in enumerate(stages):
+        seq.add(vgg16_stage(i + 1, in_channels, widths, batch_norm=batch_norm))
+        if pools:
+            seq.add(nn.MaxPool2D(2, 2))
+        in_channels = widths[-1]
+    return seq, in_channels
+
+
 def scaled_stages(width_divisor=1):
     """VGG16's stage widths divided by ``width_divisor`` (1 = the real network; larger values
     give narrow copies of the same structure for tests)."""
