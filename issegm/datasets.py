@@ -17,7 +17,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from rn38.image import DataError, decode_image, read_file_bytes, read_image  # noqa: F401
+from rn38.image import DataError, decode_image, read_file_bytes
 
 IGNORE_LABEL = 255
 

@@ -14,9 +14,10 @@ import cv2
 import numpy as np
 
 from rn38.atomic import atomic_write_bytes, write_json
+from rn38.image import DataError, read_image
 
 from . import official
-from .datasets import DataError, read_image, read_label
+from .datasets import read_label
 from .metrics import ConfusionMatrix
 from .outputs import (correct_map, overlay, plot_class_iou, plot_confusion,
                       prediction_record_bytes, write_label_png, write_rgb_png)

@@ -70,9 +70,8 @@ import numpy as np
 from PIL import Image
 
 from rn38.gluon_internals import children, operator_settings
-from rn38.image import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, interp_method
+from rn38.image import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, interp_method, read_image
 
-from .datasets import read_image
 from .transforms import make_divisible
 
 

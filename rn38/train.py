@@ -160,7 +160,8 @@ def _read_state_files(trainer, params_path):
             meta = json.load(f)
         if not isinstance(meta, dict) or meta.get('format') != STATE_FORMAT:
             raise ValueError('not an optimizer state of format %d' % STATE_FORMAT)
-        names, with_state = list(meta['parameters']), list(meta['with_state'])
+        list(meta['parameters'])
+        with_state = list(meta['with_state'])
         shapes, counts = dict(meta['shapes']), dict(meta['update_counts'])
         int(meta['num_update'])
     except (OSError, ValueError, KeyError, TypeError) as err:

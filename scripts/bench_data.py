@@ -33,7 +33,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from make_demo_data import make_demo_dataset  # noqa: E402  (beside this script)
-from issegm.datasets import get_dataset_spec, list_samples, read_image, read_label  # noqa: E402
+from issegm.datasets import get_dataset_spec, list_samples, read_label  # noqa: E402
+from rn38.image import read_image  # noqa: E402
 from issegm.transforms import SegTrainTransform  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -28,7 +28,8 @@ def draw_predictions(data_root, result_dir, path, rows=4):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from issegm.datasets import get_dataset_spec, read_image, read_label
+    from issegm.datasets import get_dataset_spec, read_label
+    from rn38.image import read_image
     spec = get_dataset_spec('cityscapes')
     images = sorted(glob.glob(os.path.join(data_root, 'leftImg8bit', 'val', '*', '*.png')))[:rows]
     fig, axes = plt.subplots(len(images), 3, figsize=(12, 2.2 * len(images)), squeeze=False)

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, load_script
-from issegm.datasets import get_dataset_spec, list_samples, read_image, read_label
+from issegm.datasets import get_dataset_spec, list_samples, read_label
+from rn38.image import read_image
 
 SCRIPT = os.path.join(REPO, 'scripts', 'make_demo_data.py')
 

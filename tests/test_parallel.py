@@ -387,7 +387,7 @@ def authors_seg_gradients(net, x_slices, y_slices, thresh, min_kept, global_coun
     averages them. Returns ({name: grad}, [kept_d]).
     ``global_count``: divide by the kept count summed over devices instead (not theirs)."""
     kept_counts, num_devices = [], len(x_slices)
-    losses, masks = [], []
+    losses = []
     with autograd.record():
         for x, y in zip(x_slices, y_slices):
             scores = net(x)

@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from issegm.datasets import (DATASET_NAMES, DataError, get_dataset_spec, list_samples,
-                             read_image, read_label)
+                             read_label)
 from issegm.transforms import (CropParams, SegTrainDataset, SegTrainTransform,
                                crop_window_range, nearest_source_index)
+from rn38.image import read_image
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts')
 
