@@ -24,7 +24,7 @@ import argparse
 import os
 import sys
 
-from rn38.cli import HelpFormatter, add_precision_options
+from rn38.cli import HelpFormatter, add_precision_options, run_command
 
 
 def _bool01(text):
@@ -122,11 +122,16 @@ def config_from_args(args):
     from rn38.cli import config_from_args as build_config
     from rn38.devices import default_devices
 
-    def ints(text):
-        return tuple(int(s) for s in text.split(',') if s.strip())
+    def ints(option):
+        text = getattr(args, option.lstrip('-').replace('-', '_'))
+        try:
+            return tuple(int(s) for s in text.split(',') if s.strip())
+        except ValueError:
+            raise ValueError('%s takes comma-separated integers, got %r'
+                             % (option, text)) from None
     return build_config(
-        Config, args, test_scales=ints(args.test_scales), lr_steps=ints(args.lr_steps),
-        keep_epochs=ints(args.keep_epochs),
+        Config, args, test_scales=ints('--test-scales'), lr_steps=ints('--lr-steps'),
+        keep_epochs=ints('--keep-epochs'),
         gpus=default_devices() if args.gpus is None else args.gpus,
         choose_interp_method=(args.phase == 'train' if args.choose_interp_method is None
                               else args.choose_interp_method))
@@ -156,34 +161,24 @@ def check_options(cfg):
 
 
 def main(argv=None):
-    """Run the command line (also the ``rn38-ilsvrc`` command); returns the exit status 0,
-    bad input ends in one ``error:`` line and exit status 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line (also the ``rn38-ilsvrc`` command); returns the exit status: 0,
+    2 after one ``error:`` line for bad input, 130 after Ctrl-C (see
+    :func:`rn38.cli.run_command`)."""
+    return run_command(_command, argv)
+
+
+def _command(argv):
+    args = build_parser().parse_args(argv)
     # before MXNet runs anything: its engine and workspaces follow the options
     from rn38.runtime import configure_mxnet
     configure_mxnet(debug=args.debug, mirror=args.phase == 'train' and args.backward_do_mirror)
-    try:
-        cfg = config_from_args(args)
-    except ValueError:
-        parser.error('--test-scales, --lr-steps and --keep-epochs take comma-separated '
-                     'integers')
+    cfg = config_from_args(args)
+    check_options(cfg)
     from iclass import train as cls_train
-    try:
-        check_options(cfg)
-        if cfg.phase == 'val':
-            cls_train.validate(cfg)
-        else:
-            cls_train.train(cfg)
-    except (ValueError, OSError) as err:  # DataError, ParamsError are ValueErrors
-        print('error: %s' % str(err).strip().splitlines()[0], file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt as err:  # Ctrl-C: one line, 128 + SIGINT as shells report it
-        from rn38.train import TrainingInterrupted
-        print(str(err) if isinstance(err, TrainingInterrupted) else 'interrupted',
-              file=sys.stderr)
-        sys.exit(TrainingInterrupted.exit_status)
-    return 0
+    if cfg.phase == 'val':
+        cls_train.validate(cfg)
+    else:
+        cls_train.train(cfg)
 
 
 if __name__ == '__main__':

@@ -6,10 +6,10 @@ Flags and defaults follow the authors' scripts.
 """
 import argparse
 import os
-import sys
 
 from rn38 import zoo
-from rn38.cli import HelpFormatter, add_precision_options, config_from_args
+from rn38.cli import (HelpFormatter, add_precision_options, bad_input_logged,
+                      config_from_args, run_command)
 from rn38.devices import default_devices
 
 from .config import SegConfig
@@ -240,32 +240,23 @@ def make_config(dataset, argv=None):
 
 
 def main(dataset, argv=None):
-    try:
-        cfg = make_config(dataset, argv)
-    except ValueError as err:  # a bad label or weights path: one line, no traceback
-        sys.stderr.write('error: %s\n' % err)
-        return 2
+    """Run the entry of ``dataset`` on ``argv``; returns the exit status (0; 2 after one
+    ``error:`` line for bad input; 130 after Ctrl-C, see :func:`rn38.cli.run_command`)."""
+    return run_command(_command, dataset, argv)
+
+
+def _command(dataset, argv):
+    cfg = make_config(dataset, argv)
     # before MXNet runs anything: its engine and workspaces follow the options
     from rn38.runtime import configure_mxnet
     configure_mxnet(debug=cfg.debug, mirror=cfg.phase == 'train' and cfg.backward_do_mirror)
-    from rn38.train import setup_logging, TrainingInterrupted
+    from rn38.train import setup_logging
     logger = setup_logging(cfg.log_file, cfg.debug)
     logger.info('config: %s', vars(cfg))
-    try:
+    with bad_input_logged(logger):  # the reason also stays in the run's log file
         if cfg.phase == 'train':
             from .train import train
             train(cfg, logger)
         else:
             from .evaluate import run_val
             run_val(cfg, logger)
-    except (ValueError, OSError) as err:
-        # Bad input (files, labels, weights, options): one line, no traceback.
-        logger.error('%s', err)
-        return 2
-    except TrainingInterrupted as err:  # Ctrl-C: 128 + SIGINT, as shells report it
-        sys.stderr.write('%s\n' % err)
-        return err.exit_status
-    except KeyboardInterrupt:
-        sys.stderr.write('interrupted\n')
-        return TrainingInterrupted.exit_status
-    return 0

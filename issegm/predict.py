@@ -176,21 +176,21 @@ def run(config, failures=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    from issegm.datasets import DataError
-    from rn38.params import ParamsError
+    """Run the command line (also ``rn38-predict``); returns the exit status: 0, 2 after
+    one ``error:`` line for bad input or skipped images, 130 after Ctrl-C (see
+    :func:`rn38.cli.run_command`)."""
+    from rn38.cli import run_command
+    return run_command(_command, argv)
+
+
+def _command(argv):
+    from rn38.image import DataError
     failures = []
-    try:
-        written = run(make_config(args), failures)
-    except (DataError, ParamsError, ValueError, OSError) as err:
-        print('error: %s' % str(err).strip().splitlines()[0], file=sys.stderr)
-        return 2
+    written = run(make_config(parse_args(argv)), failures)
     if failures:
-        print('error: %d of %d images skipped (unreadable), the others are written: %s'
-              % (len(failures), len(failures) + len(written),
-                 ', '.join(path for path, _ in failures)), file=sys.stderr)
-        return 2
-    return 0
+        raise DataError('%d of %d images skipped (unreadable), the others are written: %s'
+                        % (len(failures), len(failures) + len(written),
+                           ', '.join(path for path, _ in failures)))
 
 
 if __name__ == '__main__':

@@ -9,7 +9,6 @@ import argparse
 import hashlib
 import os
 import re
-import sys
 
 
 def read_checksums(path):
@@ -99,6 +98,11 @@ def verify_models(models_dir, names=None, checksum_file=None):
 
 def main(argv=None, models_dir='models'):
     """The ``rn38-verify-models`` command: one line per file; returns the exit status."""
+    from .cli import run_command
+    return run_command(_command, argv, models_dir)
+
+
+def _command(argv, models_dir):
     parser = argparse.ArgumentParser(
         description='Verify the released weight files in --models-dir against its '
                     'checksum.md5.')
@@ -106,11 +110,7 @@ def main(argv=None, models_dir='models'):
     parser.add_argument('--checksums', default=None, help='default: <models-dir>/checksum.md5')
     parser.add_argument('files', nargs='*', help='file names to check (default: all six)')
     args = parser.parse_args(argv)
-    try:
-        results = verify_models(args.models_dir, args.files or None, args.checksums)
-    except (ValueError, OSError) as err:
-        print('error: %s' % str(err).strip().splitlines()[0], file=sys.stderr)
-        return 2
+    results = verify_models(args.models_dir, args.files or None, args.checksums)
     for _, _, message in results:
         print(message)
     return 0 if all(status == 'ok' for _, status, _ in results) else 1

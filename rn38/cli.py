@@ -1,6 +1,60 @@
-"""Command-line pieces shared by the entries (``issegm/*.py``, ``iclass/ilsvrc.py``)."""
+"""Command-line pieces shared by the entries (``issegm/*.py``, ``iclass/ilsvrc.py``) and
+the scripts: the one error style (:func:`run_command`), option groups, configs from options."""
 import argparse
+import contextlib
 import copy
+import logging
+import sys
+
+# Exit status of a command ended by Ctrl-C: 128 + SIGINT, as shells report it.
+INTERRUPTED_STATUS = 130
+# What a command reports as bad input (a file, folder, label, option, device the user gave):
+# DataError, ParamsError, LowPrecisionError are ValueErrors; OSError: files and folders.
+BAD_INPUT = (ValueError, OSError)
+
+
+def first_line(err, empty=None):
+    """The first line of an exception's message; ``empty`` (default: the exception's type
+    name) if it has none."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else empty or type(err).__name__
+
+
+def run_command(work, *args, **kwargs):
+    """Run an entry's or script's body ``work(*args, **kwargs)``; returns the exit status.
+
+    ``work`` returns its status (``None``: 0). Bad input (:data:`BAD_INPUT`) ends it with
+    one line ``error: <first line of the message>`` on stderr and status 2; Ctrl-C
+    (``KeyboardInterrupt``, e.g. :class:`rn38.train.TrainingInterrupted`, whose message
+    names the last checkpoint) with one line (the message, else ``interrupted``) and
+    status 130. Any other exception is a bug and propagates with its traceback; argparse's
+    own usage errors (``SystemExit(2)``) pass through unchanged.
+    """
+    try:
+        status = work(*args, **kwargs)
+    except BAD_INPUT as err:
+        sys.stderr.write('error: %s\n' % first_line(err))
+        return 2
+    except KeyboardInterrupt as err:
+        sys.stderr.write('%s\n' % first_line(err, 'interrupted'))
+        return getattr(err, 'exit_status', INTERRUPTED_STATUS)
+    return 0 if status is None else status
+
+
+@contextlib.contextmanager
+def bad_input_logged(logger):
+    """Within the block, bad input that ends it is also recorded (whole message, level
+    ERROR) in the log files of ``logger`` (its ``logging.FileHandler``s; not its console,
+    where :func:`run_command` prints the one line), then propagates."""
+    try:
+        yield
+    except BAD_INPUT as err:
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, '%s', (err,),
+                                   None)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+        raise
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -18,6 +18,7 @@ from mxnet import gluon
 from tqdm import tqdm
 
 from .atomic import atomic_path, atomic_write_bytes, write_json
+from .cli import INTERRUPTED_STATUS
 from .gluon_internals import (set_update_counts, trainer_kvstore, trainer_optimizer,
                               trainer_params, trainer_updaters, update_counts, updates_on_kvstore)
 from .params import save_arrays, save_params, ParamsError
@@ -319,7 +320,7 @@ class RunFolderError(ValueError):
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) during training; the message names the last complete checkpoint.
     The entries print it as one line and exit with status 130 (128 + SIGINT)."""
-    exit_status = 130
+    exit_status = INTERRUPTED_STATUS
 
 
 class OutputLock:

@@ -217,6 +217,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Run the command line; returns the exit status (2 after one ``error:`` line)."""
+    from rn38.cli import run_command
+    return run_command(_command, argv)
+
+
+def _command(argv):
     args = parse_args(argv)
     if args.child:
         child_measure(args.child, args.forward_shape, args.crop)

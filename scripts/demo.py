@@ -51,6 +51,13 @@ def draw_predictions(data_root, result_dir, path, rows=4):
 
 
 def main(argv=None):
+    """Run the demo; returns the exit status (that of a failed step: 2 after one ``error:``
+    line, 130 after Ctrl-C)."""
+    from rn38.cli import run_command
+    return run_command(_command, argv)
+
+
+def _command(argv):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-dir', default=os.path.join(REPO, 'data', 'demo'))
@@ -76,15 +83,17 @@ def main(argv=None):
         train_argv += ['--weights', done[-1]]
     if not args.progress:
         train_argv.append('--no-progress')
-    if cli.main('cityscapes', train_argv):
-        return 2
+    status = cli.main('cityscapes', train_argv)
+    if status:
+        return status
     weights = os.path.join(args.output, '%s_ep-%04d.params' % (MODEL, args.epochs))
     val_argv = ['--phase', 'val', '--data-root', args.data_dir, '--weights', weights,
                 '--test-scales', '256', '--output', args.output, '--gpus', 'cpu']
     if not args.progress:
         val_argv.append('--no-progress')
-    if cli.main('cityscapes', val_argv):
-        return 2
+    status = cli.main('cityscapes', val_argv)
+    if status:
+        return status
     from issegm.evaluate import val_output_dir
     import json
     result_dir = val_output_dir(args.output, weights, 'val')

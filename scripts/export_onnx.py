@@ -17,11 +17,11 @@ largest absolute score must be at most ``--rtol`` (1e-4). Otherwise no file is l
 the exit status is 2. Needs the ``export`` extra: ``pip install -e '.[export]'``.
 """
 import argparse
+import importlib
 import os
 import re
 import sys
 import tempfile
-
 
 
 def _size(text):
@@ -54,8 +54,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-class CheckFailed(Exception):
-    """The exported model does not reproduce MXNet's scores."""
+class CheckFailed(ValueError):
+    """The exported model does not reproduce MXNet's scores (reported like bad input: one
+    line, exit status 2)."""
 
 
 def task_of(label):
@@ -136,27 +137,27 @@ def check_with_onnxruntime(net, path, shapes, seed=0):
 
 
 def main(argv=None):
+    """Run the command line; returns the exit status: 0, 2 after one ``error:`` line (bad
+    input, a missing export extra, a failed check), 130 after Ctrl-C."""
+    from rn38.cli import run_command
+    return run_command(_command, argv)
+
+
+def _command(argv):
     args = parse_args(argv)
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as err:
-        print("error: %s; install the export extra: pip install -e '.[export]'" % err,
-              file=sys.stderr)
-        return 2
+    for module in ('onnx', 'onnxruntime'):  # the export extra, before any work
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError("%s; install the export extra: pip install -e '.[export]'"
+                             % err) from None
     from rn38 import zoo
-    from rn38.params import ParamsError
-    try:
-        label = args.model or zoo.label_from_weights(args.weights)[0]
-        net, task = build_net(label, args.weights, args.pool_top_infer_style)
-    except (ParamsError, ValueError, OSError) as err:
-        print('error: %s' % str(err).splitlines()[0], file=sys.stderr)
-        return 2
+    label = args.model or zoo.label_from_weights(args.weights)[0]
+    net, task = build_net(label, args.weights, args.pool_top_infer_style)
     h, w = args.input_size or ((512, 1024) if task == 'segmentation' else (224, 224))
     if task == 'segmentation' and (h % net.feat_stride or w % net.feat_stride):
-        print('error: --input-size %d,%d: use multiples of the stride %d'
-              % (h, w, net.feat_stride), file=sys.stderr)
-        return 2
+        raise ValueError('--input-size %d,%d: use multiples of the stride %d'
+                         % (h, w, net.feat_stride))
     shape = (args.batch, 3, h, w)
     shapes = [shape]
     if args.dynamic:  # a second size, to check that the free dimensions really are free
@@ -165,25 +166,18 @@ def main(argv=None):
     from rn38.atomic import atomic_path
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
-        print('error: --output %s: folder %s does not exist' % (args.output, out_dir),
-              file=sys.stderr)
-        return 2
-    try:
-        with atomic_path(args.output) as tmp:  # renamed to --output only if the check passes
-            opset = export(net, shape, tmp, args.dynamic)
-            error = check_with_onnxruntime(net, tmp, shapes)
-            if not error <= args.rtol:
-                raise CheckFailed('onnxruntime differs from MXNet: relative error %.3g > %.3g;'
-                                  ' no file written' % (error, args.rtol))
-    except CheckFailed as err:
-        print('error: %s' % err, file=sys.stderr)
-        return 2
+        raise ValueError('--output %s: folder %s does not exist' % (args.output, out_dir))
+    with atomic_path(args.output) as tmp:  # renamed to --output only if the check passes
+        opset = export(net, shape, tmp, args.dynamic)
+        error = check_with_onnxruntime(net, tmp, shapes)
+        if not error <= args.rtol:
+            raise CheckFailed('onnxruntime differs from MXNet: relative error %.3g > %.3g; '
+                              'no file written' % (error, args.rtol))
     print('exported %s (%s, input data %s%s) to %s: ONNX opset %d, %.1f MB; onnxruntime '
           'matches MXNet: relative error %.2g <= %.2g on %s'
           % (label, task, 'x'.join(map(str, shape)), ', dynamic N,H,W' if args.dynamic else '',
              args.output, opset, os.path.getsize(args.output) / 1e6, error, args.rtol,
              ', '.join('x'.join(map(str, s)) for s in shapes)))
-    return 0
 
 
 if __name__ == '__main__':

@@ -34,9 +34,9 @@ def pinned_closure(project=PROJECT, extras=()):
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            raise SystemExit('error: %s is required (by %s%s) but not installed here; run '
+            raise ValueError('%s is required (by %s%s) but not installed here; run '
                              '`make venv` first' % (name, project, '[%s]' % ','.join(extras)
-                                                    if extras else ''))
+                                                    if extras else '')) from None
         if key != canonicalize_name(project):
             found[key] = (dist.metadata['Name'], dist.version)
         for text in dist.requires or []:
@@ -49,6 +49,12 @@ def pinned_closure(project=PROJECT, extras=()):
 
 
 def main(argv=None):
+    """Run the command line; returns the exit status (2 after one ``error:`` line)."""
+    from rn38.cli import run_command
+    return run_command(_command, argv)
+
+
+def _command(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--extras', default='test',
                         help="comma-separated extras of %s to include (default: test)" % PROJECT)

@@ -297,6 +297,12 @@ def make_demo_dataset(out, seed=0, train=24, val=8, height=128, width=256, color
 
 
 def main(argv=None):
+    """Run the command line; returns the exit status (2 after one ``error:`` line)."""
+    from rn38.cli import run_command
+    return run_command(_command, argv)
+
+
+def _command(argv):
     parser = argparse.ArgumentParser(
         description='Write a small synthetic dataset in the Cityscapes layout.')
     parser.add_argument('--out', required=True, help='output folder (the data root)')
@@ -309,15 +315,12 @@ def main(argv=None):
                         help='skip the *_gtFine_color.png files')
     args = parser.parse_args(argv)
     tic = time.time()
-    try:
-        written = make_demo_dataset(args.out, args.seed, args.train, args.val, args.height,
-                                    args.width, color=not args.no_color)
-    except (ValueError, OSError) as err:
-        sys.exit('error: %s' % err)
+    written = make_demo_dataset(args.out, args.seed, args.train, args.val, args.height,
+                                args.width, color=not args.no_color)
     print('wrote %d train + %d val images (%dx%d) to %s in %.1f s'
           % (len(written['train']), len(written['val']), args.height, args.width, args.out,
              time.time() - tic))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from rn38.atomic import atomic_write_bytes
+from rn38.cli import run_command
 
 VOC_CLASSES = 21
 
@@ -148,6 +149,11 @@ def make_train_plus(voc_root, sbd_root, out=None, progress=True):
 
 
 def main(argv=None):
+    """Run the command line; returns the exit status (2 after one ``error:`` line)."""
+    return run_command(_command, argv)
+
+
+def _command(argv):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--voc-root', required=True, help='the VOC2012 folder')
@@ -156,13 +162,8 @@ def main(argv=None):
     p.add_argument('--out', default=None, help='list file (default: <voc-root>/train+.lst)')
     p.add_argument('--no-progress', dest='progress', action='store_false')
     args = p.parse_args(argv)
-    try:
-        out, lines = make_train_plus(args.voc_root, args.sbd_root, args.out, args.progress)
-    except (InputError, OSError) as err:
-        sys.stderr.write('error: %s\n' % str(err).splitlines()[0])
-        return 2
+    out, lines = make_train_plus(args.voc_root, args.sbd_root, args.out, args.progress)
     print('%s: %d images' % (out, len(lines)))
-    return 0
 
 
 if __name__ == '__main__':

@@ -130,7 +130,8 @@ def test_command_line(tmp_path):
     assert len(relative_files(out)) == 3 * 3
     bad = subprocess.run([sys.executable, SCRIPT, '--out', out, '--height', '8'],
                          capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and 'at least 32x32' in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith('error: ') and \
+        'at least 32x32' in bad.stderr and len(bad.stderr.splitlines()) == 1, bad.stderr
 
 
 def test_default_size(demo, tmp_path):

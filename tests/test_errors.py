@@ -14,6 +14,9 @@ import pytest
 import iclass
 import issegm
 from rn38 import zoo
+from rn38.cli import bad_input_logged, run_command
+from rn38.image import DataError
+from rn38.train import TrainingInterrupted
 from rn38.params import save_params
 from conftest import make_demo_dataset
 
@@ -178,6 +181,7 @@ def test_error_is_one_line_on_stderr(world, case, argv, expected, early):
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     errors = [l for l in lines if l.startswith('error: ') or ' ERROR ' in l]
     assert len(errors) == 1 and errors[0] == lines[-1], proc.stderr[-3000:]
+    assert errors[0].startswith('error: '), errors[0]
     for text in expected:
         assert text in errors[0], (text, errors[0])
     if early:
@@ -210,3 +214,50 @@ def test_dataset_part_of_labels():
             zoo.build_model(typo, 'segmentation')
         assert 'unknown dataset %r' % typo.split('_')[0] in str(err.value)
         assert 'cityscapes, voc, ade20k' in str(err.value)
+
+
+def _raise(err):
+    raise err
+
+
+def test_run_command_one_line_and_exit_status(capsys):
+    """The shared error style of every entry and script: bad input -> one ``error:`` line
+    (the message's first line) and 2, Ctrl-C -> one line and 130, a bug -> its traceback."""
+    assert run_command(_raise, DataError('/data/a.png: cannot decode\n  details: 0 bytes')) == 2
+    assert capsys.readouterr().err == 'error: /data/a.png: cannot decode\n'
+    assert run_command(_raise, FileNotFoundError(2, 'No such file or directory', 'x.lst')) == 2
+    assert capsys.readouterr().err == "error: [Errno 2] No such file or directory: 'x.lst'\n"
+    assert run_command(_raise, KeyboardInterrupt()) == 130
+    assert capsys.readouterr().err == 'interrupted\n'
+    stopped = TrainingInterrupted('interrupted; last complete checkpoint: out/m_ep-0003.params')
+    assert run_command(_raise, stopped) == TrainingInterrupted.exit_status == 130
+    assert capsys.readouterr().err == str(stopped) + '\n'
+    # the work's own status; None is success
+    assert run_command(lambda code: code, 1) == 1
+    assert run_command(lambda: None) == 0
+    assert capsys.readouterr() == ('', '')
+    # a bug is not bad input: it keeps its type and traceback
+    with pytest.raises(RuntimeError, match='a bug'):
+        run_command(_raise, RuntimeError('a bug'))
+    with pytest.raises(SystemExit):  # argparse's usage errors pass through
+        run_command(_raise, SystemExit(2))
+
+
+def test_bad_input_is_kept_in_the_log_file_not_printed_twice(tmp_path, capsys):
+    import logging
+    logger = logging.getLogger('rn38.test_bad_input_logged')
+    log_file = tmp_path / 'run.log'
+    handlers = [logging.FileHandler(str(log_file)), logging.StreamHandler()]
+    for handler in handlers:
+        logger.addHandler(handler)
+    try:
+        def work():
+            with bad_input_logged(logger):
+                raise ValueError('--output /x: cannot write\nsecond line')
+        assert run_command(work) == 2
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    assert capsys.readouterr().err == 'error: --output /x: cannot write\n'
+    assert log_file.read_text() == '--output /x: cannot write\nsecond line\n'

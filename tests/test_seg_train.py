@@ -119,7 +119,11 @@ def test_bad_inputs_give_one_line_errors(demo_root, tmp_path):
     os.remove(labels[0])
     code, out = _run_cli(_argv(str(root), tmp_path / 'o1'))
     assert code == 2
-    assert 'ERROR' in out and str(labels[0]) in out and 'Traceback' not in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith('error: ') and str(labels[0]) in last and 'Traceback' not in out
+    # the run's log file keeps the reason too
+    log = open(tmp_path / 'o1' / (MINI + '.log')).read()
+    assert ' ERROR ' in log and str(labels[0]) in log
 
     root2 = tmp_path / 'bad2'
     shutil.copytree(demo_root, root2)
