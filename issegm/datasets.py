@@ -21,6 +21,8 @@ from rn38.image import DataError, decode_image, read_file_bytes
 
 IGNORE_LABEL = 255
 
+# The datasets with a spec; model labels may name exactly these (the library's label
+# grammar, rn38.zoo.SEGMENTATION_DATASETS, is kept equal by tests/test_seg_data.py).
 DATASET_NAMES = ('cityscapes', 'voc', 'ade20k', 'coco', 'pascal-context', 'folder')
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.ppm')

@@ -101,8 +101,11 @@ FAMILY_SEGMENTATION = ('cityscapes_fcn32s-vgg16_cls19', 'cityscapes_deeplabv3-re
 REGISTERED = {'classification': CLASSIFICATION + ('ilsvrc-cls_gluon-resnet101-v1_cls1000',),
               'segmentation': SEGMENTATION + FAMILY_SEGMENTATION}
 
-# Datasets of classification labels (lists: ``<data root>/<split>.lst``, or an image
-# folder per class); segmentation datasets are those with a spec in :mod:`issegm.datasets`.
+# The ``<dataset>`` names a label may carry. Segmentation: each has a spec (label encoding)
+# in the application's issegm.datasets, whose DATASET_NAMES a test keeps equal to this
+# tuple; 'folder': own data with a classes.yaml. Classification: lists
+# ``<data root>/<split>.lst``, or an image folder per class.
+SEGMENTATION_DATASETS = ('cityscapes', 'voc', 'ade20k', 'coco', 'pascal-context', 'folder')
 CLASSIFICATION_DATASETS = ('ilsvrc-cls', 'demo-cls', 'folder')
 
 _LABEL = re.compile(r'^(?P<dataset>[a-z0-9+-]+)_(?P<family>%s)-(?P<net>[a-z0-9-]+)'
@@ -111,10 +114,9 @@ _LABEL = re.compile(r'^(?P<dataset>[a-z0-9+-]+)_(?P<family>%s)-(?P<net>[a-z0-9-]
 
 
 def dataset_names():
-    """Every dataset a label may name: the segmentation specs, then the classification data."""
-    from issegm.datasets import DATASET_NAMES
-    return tuple(DATASET_NAMES) + tuple(n for n in CLASSIFICATION_DATASETS
-                                        if n not in DATASET_NAMES)
+    """Every dataset a label may name: the segmentation ones, then the classification ones."""
+    return SEGMENTATION_DATASETS + tuple(n for n in CLASSIFICATION_DATASETS
+                                         if n not in SEGMENTATION_DATASETS)
 
 
 def parse_label(label):

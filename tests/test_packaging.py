@@ -1,5 +1,7 @@
 """Set-up facts: the models/ checksums command, the CUDA library preload, the pins, the
-declared dependencies and constraints, the entry files and console commands."""
+declared dependencies and constraints, the entry files and console commands, the layering
+of the packages."""
+import glob
 import hashlib
 import importlib
 import os
@@ -253,3 +255,15 @@ def test_console_commands_are_the_entries():
     results = run_all([[os.path.join(bindir, c), '--help'] for c in run], REPO)
     for command, (code, out, err) in zip(run, results):
         assert code == 0 and out.startswith('usage: %s' % command), (command, err)
+
+
+
+def test_the_library_imports_no_application():
+    """rn38/ is the library both tasks build on: no file in it (sub-packages included)
+    imports issegm or iclass, not even inside a function."""
+    folders = sorted({os.path.relpath(os.path.dirname(f), REPO) for f in glob.glob(
+        os.path.join(REPO, 'rn38', '**', '*.py'), recursive=True)})
+    assert 'rn38' in folders and os.path.join('rn38', 'families') in folders
+    found = imported_top_modules(folders)
+    assert 'mxnet' in found  # the scan sees the imports
+    assert {m: files for m, files in found.items() if m in ('issegm', 'iclass')} == {}

@@ -124,6 +124,19 @@ def test_unknown_dataset_lists_valid_names():
         assert name in str(err.value)
 
 
+def test_label_grammar_names_exactly_the_datasets_with_a_spec(tmp_path):
+    """rn38 (the library) cannot import issegm, so the dataset names its labels accept are
+    its own tuple; it must list the same datasets, in the same order, as the specs here,
+    and every name must build a spec that a label of its class count resolves to."""
+    from rn38 import zoo
+    assert zoo.SEGMENTATION_DATASETS == DATASET_NAMES
+    (tmp_path / 'classes.yaml').write_text('classes:\n  - {name: ground}\n  - {name: tree}\n')
+    for name in DATASET_NAMES:
+        spec = get_dataset_spec(name, str(tmp_path) if name == 'folder' else None)
+        assert spec.name == name and spec.classes > 1
+        assert zoo.parse_label('%s_rna-a1_cls%d_s8' % (name, spec.classes)).dataset == name
+
+
 # ----------------------------------------------------------------------------- listing
 
 def test_list_cityscapes_layout(tmp_path):
