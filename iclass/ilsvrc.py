@@ -24,7 +24,7 @@ import argparse
 import os
 import sys
 
-from rn38.cli import HelpFormatter, add_precision_options, run_command
+from rn38.cli import HelpFormatter, add_model_options, add_precision_options, run_command
 
 
 def _bool01(text):
@@ -42,11 +42,8 @@ def build_parser():
                    help='folder the list paths are relative to; lists are <root>/<split>.lst '
                         '(or iclass/data/<dataset>/<split>.lst)')
     p.add_argument('--split', default=None, help='list to use (default: val / train)')
-    p.add_argument('--weights', default=None,
-                   help='released-format <label>_ep-N.params: the model to validate, or the '
-                        'start of training (a checkpoint of --model resumes it)')
-    p.add_argument('--model', default=None,
-                   help='model label, e.g. ilsvrc-cls_rna-a1_cls1000 (default: from --weights)')
+    add_model_options(p, 'ilsvrc-cls_rna-a1_cls1000', 'the model to validate, or the start '
+                      'of training (a checkpoint of --model resumes it)')
     p.add_argument('--dataset', default=None,
                    help='dataset folder name for the packaged lists (default: from the label)')
     p.add_argument('--output', default=None,

@@ -8,8 +8,8 @@ import argparse
 import os
 
 from rn38 import zoo
-from rn38.cli import (HelpFormatter, add_precision_options, bad_input_logged,
-                      config_from_args, run_command)
+from rn38.cli import (HelpFormatter, add_model_options, add_precision_options,
+                      bad_input_logged, config_from_args, run_command)
 from rn38.devices import default_devices
 
 from .config import SegConfig
@@ -81,10 +81,8 @@ def build_parser(dataset):
                    '(default: train for --phase train, val for --phase val)')
     p.add_argument('--output', default=None, help='default: output/ for training, the '
                    "weights' folder for validation")
-    p.add_argument('--model', default=None, help='model label, e.g. %s (default: from the '
-                   'weights file name, else %s)' % (d['model'], d['model']))
-    p.add_argument('--weights', default=None, help='a .params file in the released format: '
-                   'ImageNet weights to start from, or a checkpoint to resume/evaluate')
+    add_model_options(p, d['model'], 'ImageNet weights to start from, or a checkpoint to '
+                      'resume/evaluate', default_model=d['model'])
     p.add_argument('--image-norm', choices=('imagenet', 'per-image'), default=None,
                    help="input normalisation: ImageNet mean/std, or per-image "
                         "standardisation (TensorFlow's, the ResNet38 Watershed recipe); "

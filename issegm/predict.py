@@ -18,13 +18,11 @@ import sys
 
 
 def parse_args(argv=None):
+    from rn38.cli import add_model_options
     parser = argparse.ArgumentParser(
         description='Segment images with a ResNet-38 FCN (label PNGs and colour overlays).')
-    parser.add_argument('--weights', required=True,
-                        help='released-format params, <model label>_ep-<epoch>.params')
-    parser.add_argument('--model', default=None,
-                        help='model label, e.g. cityscapes_rna-a1_cls19_s8 (default: from '
-                             'the weights file name)')
+    add_model_options(parser, 'cityscapes_rna-a1_cls19_s8', 'the network to segment with',
+                      required=True)
     parser.add_argument('--input', required=True, help='an image file or a folder of images')
     parser.add_argument('--output', required=True, help='output folder')
     parser.add_argument('--test-scales', dest='test_scales', default=None,

@@ -80,6 +80,19 @@ class HelpFormatter(argparse.HelpFormatter):
         return super()._format_action(action)
 
 
+def add_model_options(parser, example, weights_use=None, required=False, default_model=None):
+    """``--weights`` and ``--model`` of the entries that build a network: a weights file in
+    the released format, ``<model label>_ep-<epoch>.params``, for ``weights_use`` (help
+    text); the model label, e.g. ``example``, by default the one in the weights file name,
+    else ``default_model``. ``required``: ``--weights`` must be given."""
+    parser.add_argument('--weights', required=required, default=None,
+                        help='released-format <model label>_ep-<epoch>.params file%s'
+                             % (': ' + weights_use if weights_use else ''))
+    parser.add_argument('--model', default=None,
+                        help='model label, e.g. %s (default: from the weights file name%s)'
+                             % (example, ', else ' + default_model if default_model else ''))
+
+
 def add_precision_options(group, calib_source='training images'):
     """``--dtype``, ``--calib-images``, ``--calib-mode`` of the evaluation entries (see
     :mod:`rn38.lowprec`); ``calib_source`` names the images int8 calibrates on."""

@@ -37,11 +37,11 @@ def _size(text):
 
 
 def parse_args(argv=None):
+    from rn38.cli import add_model_options
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--weights', required=True, help='released-format <label>_ep-N.params')
+    add_model_options(p, 'cityscapes_rna-a1_cls19_s8', 'the network to export', required=True)
     p.add_argument('--output', required=True, help='the .onnx file to write')
-    p.add_argument('--model', default=None, help='model label (default: from --weights)')
     p.add_argument('--input-size', type=_size, default=None,
                    help='H,W of the exported input (default: 512,1024 for segmentation, '
                         '224,224 for classification)')

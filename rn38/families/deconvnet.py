@@ -15,7 +15,7 @@ from mxnet.gluon import HybridBlock, nn
 
 from .padding import PaddedInput
 from .unpool import MaxPoolWithMask, unpool
-from .vgg import conv_bn_relu, scaled_stages, vgg16_encoder
+from .vgg import conv_bn_relu, vgg16_encoder, vgg16_widths
 
 FC6_KERNEL = 7
 
@@ -40,8 +40,7 @@ class DeconvNet(HybridBlock):
 
     def __init__(self, classes, width_divisor=1):
         super().__init__(prefix='')
-        stages = scaled_stages(width_divisor)
-        fc = max(1, 4096 // width_divisor)
+        stages, fc = vgg16_widths(width_divisor)
         self.classes = classes
         with self.name_scope():
             self.stages, in_channels = vgg16_encoder(stages, batch_norm=True)

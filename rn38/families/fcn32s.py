@@ -16,7 +16,7 @@ import mxnet as mx
 from mxnet.gluon import HybridBlock, nn
 
 from .padding import PaddedInput
-from .vgg import scaled_stages, vgg16_encoder
+from .vgg import vgg16_encoder, vgg16_widths
 
 UPSCORE_KERNEL, UPSCORE_STRIDE = 64, 32
 
@@ -48,8 +48,7 @@ class FCN32s(HybridBlock):
 
     def __init__(self, classes, width_divisor=1, dropout=0.5):
         super().__init__(prefix='')
-        stages = scaled_stages(width_divisor)
-        fc = max(1, 4096 // width_divisor)
+        stages, fc = vgg16_widths(width_divisor)
         self.classes = classes
         with self.name_scope():
             self.encoder, in_channels = vgg16_encoder(stages, pools=True)

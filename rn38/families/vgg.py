@@ -7,6 +7,8 @@ from mxnet.gluon import nn
 
 # Output channels of the convolutions of the five stages.
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+# Output channels of the fully connected layers fc6 and fc7, as 1x1 (or 7x7) convolutions.
+VGG16_FC = 4096
 
 
 def conv_bn_relu(name, in_channels, channels, kernel=3, pad=1, batch_norm=False,
@@ -34,7 +36,7 @@ def vgg16_stage(stage, in_channels, widths, batch_norm=False):
 
 
 def vgg16_encoder(stages, batch_norm=False, pools=False):
-    """VGG16's five stages (widths ``stages``, see :func:`scaled_stages`) in one sequence,
+    """VGG16's five stages (widths ``stages``, see :func:`vgg16_widths`) in one sequence,
     each followed by a 2x2/2 max pool if ``pools``. Returns ``(sequence, output channels)``;
     call it inside the network's ``name_scope`` (the parameter names are ``conv<s>_<i>``)."""
     seq = nn.HybridSequential(prefix='')
@@ -47,7 +49,10 @@ def vgg16_encoder(stages, batch_norm=False, pools=False):
     return seq, in_channels
 
 
-def scaled_stages(width_divisor=1):
-    """VGG16's stage widths divided by ``width_divisor`` (1 = the real network; larger values
-    give narrow copies of the same structure for tests)."""
-    return tuple(tuple(max(1, c // width_divisor) for c in stage) for stage in VGG16_STAGES)
+def vgg16_widths(width_divisor=1):
+    """``(stage widths, fc width)`` of the VGG16-based networks: :data:`VGG16_STAGES` (for
+    :func:`vgg16_encoder`) and :data:`VGG16_FC` (``fc6``/``fc7`` channels), each divided by
+    ``width_divisor`` (1 = the real network; larger values give narrow copies of the same
+    structure for tests), at least 1."""
+    stages = tuple(tuple(max(1, c // width_divisor) for c in stage) for stage in VGG16_STAGES)
+    return stages, max(1, VGG16_FC // width_divisor)
