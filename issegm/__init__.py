@@ -1,7 +1,13 @@
 """Semantic segmentation with the dilated ResNet-38 (Model A1) FCNs and the compared families."""
-from rn38 import zoo as _zoo
+# rn38.zoo (and with it MXNet) is loaded by the first use, not by importing this package
+# (see rn38.runtime.use_all_cores).
 
-REGISTERED = _zoo.REGISTERED['segmentation']
+
+def __getattr__(name):
+    if name == 'REGISTERED':  # the registered labels of this task
+        from rn38 import zoo
+        return zoo.REGISTERED['segmentation']
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
 
 def get_model(label, pretrained=None, ctx=None, **kwargs):
@@ -11,4 +17,5 @@ def get_model(label, pretrained=None, ctx=None, **kwargs):
     loads the backbone only and initialises the head), or None to initialise.
     ``forward(x)``: ``(N, 3, H, W)`` float32 -> scores ``(N, C, ceil(H/s), ceil(W/s))``.
     """
-    return _zoo.get_model(label, 'segmentation', pretrained, ctx, **kwargs)
+    from rn38 import zoo
+    return zoo.get_model(label, 'segmentation', pretrained, ctx, **kwargs)

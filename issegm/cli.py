@@ -7,10 +7,8 @@ Flags and defaults follow the authors' scripts.
 import argparse
 import os
 
-from rn38 import zoo
 from rn38.cli import (HelpFormatter, add_model_options, add_precision_options,
                       bad_input_logged, config_from_args, run_command)
-from rn38.devices import default_devices
 
 from .config import SegConfig
 from .datasets import DATASET_NAMES
@@ -163,6 +161,8 @@ def build_parser(dataset):
 def make_config(dataset, argv=None):
     """Parse ``argv`` into the run's config (a :class:`issegm.config.SegConfig`); derives
     what the user left out."""
+    from rn38 import zoo  # here: loads MXNet (see rn38.runtime.use_all_cores)
+    from rn38.devices import default_devices
     cfg = config_from_args(SegConfig, build_parser(dataset).parse_args(argv))
     cfg.dataset = getattr(cfg, 'dataset', None) or dataset
     if cfg.data_root is None:

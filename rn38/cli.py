@@ -29,7 +29,12 @@ def run_command(work, *args, **kwargs):
     names the last checkpoint) with one line (the message, else ``interrupted``) and
     status 130. Any other exception is a bug and propagates with its traceback; argparse's
     own usage errors (``SystemExit(2)``) pass through unchanged.
+
+    First, before ``work`` loads MXNet, :func:`rn38.runtime.use_all_cores` (one CPU thread
+    per physical core unless the user chose a count).
     """
+    from .runtime import use_all_cores
+    use_all_cores()
     try:
         status = work(*args, **kwargs)
     except BAD_INPUT as err:

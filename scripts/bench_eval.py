@@ -79,6 +79,8 @@ def write_sample(root, height, width, seed=0):
 
 def main(argv=None):
     args = parse_args(argv)
+    from rn38.runtime import use_all_cores
+    use_all_cores()  # as the entries run: before MXNet loads
     import mxnet as mx
     import numpy as np
     from issegm.datasets import get_dataset_spec

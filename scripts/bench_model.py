@@ -23,13 +23,16 @@ import os
 import tempfile
 import time
 
-import mxnet as mx
-import numpy as np
+from rn38.runtime import use_all_cores
+use_all_cores()  # as the entries run: one thread per core, chosen before MXNet loads
 
-from rn38 import zoo
-from rn38.lowprec import cpu_flags
-from rn38.params import load_params, released_keys
-from rn38.synthetic import synthetic_arrays
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rn38 import zoo  # noqa: E402
+from rn38.lowprec import cpu_flags  # noqa: E402
+from rn38.params import load_params, released_keys  # noqa: E402
+from rn38.synthetic import synthetic_arrays  # noqa: E402
 
 
 def conv_fc_flops(net, shape):
@@ -168,7 +171,7 @@ def bench_precision(label, task, shape, repeat, scenes, calib_mode):
         rows[dtype] = _alternate(run_float32, lambda: low(x).wait_to_read(), repeat) + \
             (float(agree),)
         print('  %s: %s' % (dtype, rows[dtype]), flush=True)
-        del low
+        low = None  # freed before the next variant is built
     try:
         import onnxruntime as ort
         from export_onnx import export  # scripts/ is on the path (street_scene_inputs)

@@ -389,6 +389,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from rn38.runtime import use_all_cores
+    use_all_cores()  # as the entries run (the children inherit it): before MXNet loads
     if args.child == 'module':
         child_module(args)
         return

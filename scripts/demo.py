@@ -17,7 +17,6 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-from issegm import cli
 from make_demo_data import make_demo_dataset  # beside this script
 
 MODEL = 'cityscapes_rna-a1-mini_cls19_s8'
@@ -68,6 +67,7 @@ def _command(argv):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', dest='progress', action='store_false')
     args = p.parse_args(argv)
+    from issegm import cli  # after run_command chose MXNet's threads
 
     if not os.path.isdir(os.path.join(args.data_dir, 'leftImg8bit', 'val')):
         make_demo_dataset(args.data_dir, seed=args.seed, train=args.train_images,

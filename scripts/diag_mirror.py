@@ -32,7 +32,8 @@ def main():
     ap.add_argument('--steps', type=int, default=1)
     ap.add_argument('--trace', type=int, default=1)
     args = ap.parse_args()
-    from rn38.runtime import configure_mxnet
+    from rn38.runtime import configure_mxnet, use_all_cores
+    use_all_cores()
     configure_mxnet(mirror=bool(args.mirror))
     import mxnet as mx
     import numpy as np

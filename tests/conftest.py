@@ -2,10 +2,14 @@ import importlib.util
 import os
 import sys
 
-import mxnet as mx
-import pytest
+# Two pytest-xdist workers share the two cores: the entry commands the tests start inherit
+# one thread each (rn38.runtime.use_all_cores keeps a count the user set).
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 
-from rn38.synthetic import manifest_entries, synthetic_arrays
+import mxnet as mx  # noqa: E402
+import pytest  # noqa: E402
+
+from rn38.synthetic import manifest_entries, synthetic_arrays  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
