@@ -13,8 +13,6 @@ gradient is a forward convolution with the flipped weights (:func:`_conv_input_g
 MKLDNN's backward-data, whose im2col buffer for the dilated 4096-channel ``conv6a`` (585 MB
 at crop 504) would otherwise dominate the peak.
 """
-import json
-
 import mxnet as mx
 import numpy as np
 from mxnet import autograd
@@ -50,45 +48,26 @@ def _training_bns(block):
             and not uses_global_stats(b)]
 
 
-def _conv_macs(sym, shapes):
-    """Multiply-adds of the Convolution and FullyConnected nodes of ``sym``, given the
-    inferred ``shapes`` (``{output or argument name: shape}``)."""
-    nodes = json.loads(sym.tojson())['nodes']
-    macs = 0
-    for node in nodes:
-        if node['op'] in ('Convolution', 'FullyConnected', 'Deconvolution'):
-            weight = shapes.get(nodes[node['inputs'][1][0]]['name'])
-            out = shapes.get(node['name'] + '_output')
-            if weight and out:
-                if node['op'] == 'Deconvolution':  # each input pixel meets the weights once
-                    source = nodes[node['inputs'][0][0]]['name']
-                    out = shapes.get(source + '_output') or shapes.get(source) or out
-                macs += int(np.prod(out)) * int(np.prod(weight[1:]))
-    return macs
-
-
 def unit_costs(units, data_shape):
-    """Memory and work estimates of each unit at input ``data_shape`` ``(N, C, H, W)``.
+    """Memory estimates of each unit at input ``data_shape`` ``(N, C, H, W)``.
 
-    Returns ``[(out_elems, internal_elems, macs), ...]``: ``out_elems`` is the size of the
-    unit's output (a segment boundary) and ``internal_elems`` the summed size of every
-    intermediate output of the unit's graph (what autograd keeps when the unit runs under
-    ``record``), in elements (float32: x4 bytes); ``macs`` the multiply-adds of its
-    convolutions and fully connected layers (the work a recomputation repeats). From
-    symbolic shape inference; nothing runs on a device.
+    Returns ``[(out_elems, internal_elems), ...]`` in elements (float32: x4 bytes):
+    ``out_elems`` is the size of the unit's output (a segment boundary),
+    ``internal_elems`` the summed size of every intermediate output of the unit's graph
+    (what autograd keeps when the unit runs under ``record``), from symbolic shape
+    inference; nothing runs on a device.
     """
     costs, shape = [], tuple(data_shape)
     for unit in units:
         sym = unit(mx.sym.var('data'))
         internals = sym.get_internals()
         variables = set(sym.list_arguments()) | set(sym.list_auxiliary_states())
-        arg_shapes, out_shapes, _ = internals.infer_shape_partial(data=shape)
+        _, out_shapes, _ = internals.infer_shape_partial(data=shape)
         internal = sum(int(np.prod(s)) for name, s in zip(internals.list_outputs(), out_shapes)
                        if name[:-len('_output')] not in variables and s)
-        shapes = dict(zip(internals.list_outputs(), out_shapes))
-        shapes.update(zip(internals.list_arguments(), arg_shapes))
         _, (out_shape,), _ = sym.infer_shape_partial(data=shape)
-        costs.append((int(np.prod(out_shape)), internal, _conv_macs(sym, shapes)))
+        out = int(np.prod(out_shape))
+        costs.append((out, internal))
         shape = tuple(out_shape)
     return costs
 
@@ -114,83 +93,49 @@ def plan_peak(costs, bounds, grad_factor=2.0):
     return peak
 
 
-def recomputed_macs(costs, bounds):
-    """Multiply-adds a recomputing step repeats with segments cut at ``bounds``: every
-    segment but the last (which runs once, recorded) is run forward twice."""
-    return sum(c[2] for c in costs[:list(bounds)[-1]])
+def plan_segments(units, data_shape, grad_factor=2.0):
+    """Group ``units`` into contiguous segments minimising :func:`plan_peak`.
 
-
-# The mirrored step may hold this fraction of the plain step's modelled activation memory
-# (or the least any cut needs, if more); within it, the cut repeats the least convolution
-# work. ResNet-38's early stages hold most of the activations and its late, wide stages do
-# most of the work, so a little memory buys a large saving of time: for A1-s8 at crop 504
-# the last segment then starts before B7 and 61% of the forward work is repeated instead
-# of 87%.
-MIRROR_MEMORY_FRACTION = 0.3
-
-
-def _cheapest_cut(costs, limit, grad_factor, max_macs=np.inf):
-    """Segment starts with modelled peak <= ``limit`` that repeat the least work, at most
-    ``max_macs`` (ties: the fewest boundary elements held), or None if no cut fits."""
+    Exact minimisation of the model (binary search on the peak, dynamic programming over
+    where segments start). Returns a list of segments, each a list of units in order.
+    The plain (no recomputation) peak of the same model is ``grad_factor * sum(internal)``.
+    """
+    costs = unit_costs(units, data_shape)
     n = len(costs)
     prefix = np.cumsum([0] + [c[1] for c in costs])
-    # best[i]: least boundary memory held when a recomputed segment starts at unit i
-    best, back = [np.inf] * (n + 1), [None] * (n + 1)
-    best[0] = 0.0
-    for i in range(n):
-        if best[i] == np.inf:
-            continue
-        for j in range(i + 1, n):
-            if best[i] + costs[j - 1][0] + grad_factor * (prefix[j] - prefix[i]) > limit:
+
+    def solve(limit):
+        # best[i]: least boundary memory held when a segment starts at unit i
+        best, back = [np.inf] * (n + 1), [None] * (n + 1)
+        best[0] = 0.0
+        for i in range(n):
+            if best[i] == np.inf:
                 continue
-            held = best[i] + costs[j - 1][0]
-            if held < best[j]:
-                best[j], back[j] = held, i
-    # the last segment [last, n) runs recorded with the boundaries held
-    fits = [last for last in range(n)
-            if best[last] + grad_factor * (prefix[n] - prefix[last]) <= limit
-            and recomputed_macs(costs, [last]) <= max_macs]
-    if not fits:
-        return None
-    last = min(fits, key=lambda b: (recomputed_macs(costs, [b]), best[b]))
-    bounds, j = [last], last
-    while j > 0:
-        j = back[j]
-        bounds.append(j)
-    return sorted(set(bounds))
+            for j in range(i + 1, n + 1):
+                incoming = costs[j - 1][0] if j < n else 0
+                if best[i] + incoming + grad_factor * (prefix[j] - prefix[i]) > limit:
+                    continue
+                held = best[i] + (costs[j - 1][0] if j < n else 0)
+                if held < best[j]:
+                    best[j], back[j] = held, i
+        if best[n] == np.inf:
+            return None
+        bounds, j = [], n
+        while j > 0:
+            j = back[j]
+            bounds.append(j)
+        return bounds[::-1]
 
-
-def _least_peak_cut(costs, grad_factor, hi, max_macs=np.inf):
-    """``(starts, limit)``: a cut repeating at most ``max_macs`` whose modelled peak is
-    the least such (``limit``, to 60 bisections below ``hi``, at which one must fit)."""
-    lo, bounds = 0.0, _cheapest_cut(costs, hi, grad_factor, max_macs)
+    lo, hi = 0.0, float(plan_peak(costs, [0], grad_factor)) + 1.0
+    bounds = solve(hi)
     for _ in range(60):
         mid = (lo + hi) / 2
-        found = _cheapest_cut(costs, mid, grad_factor, max_macs)
+        found = solve(mid)
         if found is None:
             lo = mid
         else:
             hi, bounds = mid, found
-    return bounds, hi
-
-
-def plan_segments(units, data_shape, grad_factor=2.0, memory_fraction=MIRROR_MEMORY_FRACTION):
-    """Group ``units`` into contiguous segments for recomputation.
-
-    The cut repeats the least convolution work (:func:`recomputed_macs`) among those whose
-    modelled peak (:func:`plan_peak`) is at most ``memory_fraction`` x the plain step's
-    (``grad_factor * sum(internal)``), or the least peak any cut reaches if that is more;
-    among those, it has the least peak (``memory_fraction=0``: a cut of least peak).
-    Exact for the model: bisection on the peak, dynamic programming over where segments
-    start. Returns a list of segments, each a list of units in order.
-    """
-    costs = unit_costs(units, data_shape)
-    plain = grad_factor * sum(c[1] for c in costs)
-    _, least = _least_peak_cut(costs, grad_factor, plain + 1.0)
-    cheapest = _cheapest_cut(costs, max(least, memory_fraction * plain), grad_factor)
-    bounds, _ = _least_peak_cut(costs, grad_factor, max(least, memory_fraction * plain),
-                                recomputed_macs(costs, cheapest))
-    starts = bounds + [len(costs)]
+    starts = bounds + [n]
     return [list(units[starts[k]:starts[k + 1]]) for k in range(len(bounds))]
 
 
