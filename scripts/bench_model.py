@@ -145,7 +145,7 @@ def _alternate(base_fn, fn, repeat):
     return min(base), min(other)
 
 
-def bench_precision(label, task, shape, repeat, scenes, calib_mode):
+def bench_precision(label, task, shape, repeat, scenes, calib_mode, onnx=True):
     """Per variant: (float32 seconds, seconds, argmax agreement with float32); each
     variant is timed alternately with the float32 network."""
     from rn38 import lowprec
@@ -172,6 +172,8 @@ def bench_precision(label, task, shape, repeat, scenes, calib_mode):
             (float(agree),)
         print('  %s: %s' % (dtype, rows[dtype]), flush=True)
         low = None  # freed before the next variant is built
+    if not onnx:
+        return rows
     try:
         import onnxruntime as ort
         from export_onnx import export  # scripts/ is on the path (street_scene_inputs)
@@ -199,6 +201,8 @@ def main(argv=None):
                    help='float32 / bfloat16 / int8 / onnxruntime instead of the graph variants')
     p.add_argument('--scenes', type=int, default=2,
                    help='--precision: generated street scenes for the argmax agreement')
+    p.add_argument('--no-onnx', dest='onnx', action='store_false',
+                   help='--precision: leave out the onnxruntime row')
     p.add_argument('--calib-mode', choices=('entropy', 'naive'), default='naive',
                    help='--precision: int8 calibration')
     args = p.parse_args(argv)
@@ -218,15 +222,16 @@ def main(argv=None):
         print('|---|---|---|---|---|---|---|')
         for label, task, shape in cases:
             rows = bench_precision(label, task, shape, args.repeat, args.scenes,
-                                   args.calib_mode)
+                                   args.calib_mode, args.onnx)
             for name, (base, seconds, agree) in rows.items():
                 print('| %s | %s | %s | %.3f | %.3f | %.2fx | %.2f%% |'
                       % (label, 'x'.join(map(str, shape)), name, base, seconds,
                          base / seconds, 100 * agree), flush=True)
         return
     gemm = sgemm_gflops()
-    print('machine: %d cores, MXNet %s, OMP_NUM_THREADS=%s; sgemm 2048^3: %.1f GFLOP/s'
-          % (os.cpu_count(), mx.__version__, os.environ.get('OMP_NUM_THREADS', 'unset'), gemm))
+    print('machine: %d cores, MXNet %s, CPU threads: %s; sgemm 2048^3: %.1f GFLOP/s'
+          % (os.cpu_count(), mx.__version__, os.environ.get('OMP_NUM_THREADS') or
+             os.environ.get('MXNET_OMP_MAX_THREADS', 'MXNet default'), gemm))
     print('| model | input | variant | seconds | Module time / this | GFLOP/s | % of sgemm |')
     print('|---|---|---|---|---|---|---|')
     for label, task, shape in cases:

@@ -26,6 +26,10 @@ at 1024x2048, or ImageNet-layout images for classification) in a temporary folde
 
     python scripts/bench_train.py --mode memory --crops 256,504
 
+``--verify-plan`` (memory mode, segmentation) then measures the planning table: the entry
+trains one update on one generated image at each planned crop, in a fresh process, and
+its whole-process peak is printed against the budget.
+
 ``--mode speed``: ours against the Module in one process (step times alternately).
 """
 import argparse
@@ -228,7 +232,32 @@ def mode_memory(args):
                 row['Module/plain time'] = module['step'] / plain['step']
             rows.append(row)
             print_table([row], sys.stderr)   # progress: each row as soon as it is measured
+        if args.verify_plan and args.task == 'segmentation':
+            args.plan_check = verify_plan(args, planning_rows(rows))
     return rows
+
+
+def verify_plan(args, plan):
+    """The planned crops measured: the entry trains one update (one generated image) at
+    each crop of ``plan`` (:func:`planning_rows`), in a fresh process; rows of its
+    whole-process peak RSS against the budget."""
+    checked = []
+    with tempfile.TemporaryDirectory(prefix='bench_train_plan_') as data_dir:
+        one = argparse.Namespace(**vars(args))
+        one.data_root = make_data(args.task, 1, data_dir)
+        for row in plan:
+            for key, cell in row.items():
+                if not key.startswith('crop <= ') or cell == '-':
+                    continue
+                budget = int(key.split()[2])
+                crop = int(cell.split()[0])
+                measured = run_entry(one, crop, row['mode'] == 'mirror')
+                checked.append({'mode': row['mode'], 'budget GiB': budget, 'crop': crop,
+                                'peak MiB': measured['peak'],
+                                'within budget': 'yes' if measured['peak'] <= budget * 1024
+                                else 'NO', 'step s': measured['step']})
+                print_table([checked[-1]], sys.stderr)
+    return checked
 
 
 def mode_speed(args):
@@ -372,6 +401,9 @@ def parse_args(argv=None):
                     help='skip the 32-pixel run that gives the base memory')
     ap.add_argument('--no-module', dest='module', action='store_false',
                     help='skip the mx.mod.Module anchor')
+    ap.add_argument('--verify-plan', action='store_true',
+                    help='memory mode, segmentation: also train one update at each planned '
+                         'crop and report its measured peak')
     ap.add_argument('--timeout', type=float, default=3600, help='seconds per process')
     ap.add_argument('--json', help='also write the rows to this JSON file')
     ap.add_argument('--child', help=argparse.SUPPRESS)
@@ -405,6 +437,9 @@ def main(argv=None):
             print('\nlargest crop at batch %d within a budget of whole-process peak RSS '
                   '(peak = base + k * crop^2, k from the crops above):' % args.batch)
             print_table(plan)
+        if getattr(args, 'plan_check', None):
+            print('\nthe planned crops measured (one update each, whole-process peak RSS):')
+            print_table(args.plan_check)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rows, f, indent=1)

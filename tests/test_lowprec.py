@@ -84,6 +84,27 @@ def test_val_dtypes_agree_with_float32(demo, tmp_path):
         assert 0.95 <= _agreement(bf16, reference) < 1.0
 
 
+@pytest.mark.skipif('avx512_bf16' not in lowprec.cpu_flags(), reason='needs avx512_bf16')
+def test_bfloat16_weights_converted_once_score_layer_float32():
+    """The bfloat16 block holds its convolution weights in bfloat16 (converted once, not
+    cast at every forward) and the score layer's in float32; its scores stay close to
+    float32's (bfloat16 has 8 significant bits)."""
+    net = issegm.get_model('cityscapes_rna-a1-mini_cls19_s8')
+    net.initialize(mx.init.Xavier(), force_reinit=True)
+    x = mx.nd.array(np.random.RandomState(0).uniform(-1, 1, (1, 3, 64, 96)))
+    ref = net(x).asnumpy()
+    block, ran = lowprec.lower_precision(net, 'bfloat16', [mx.cpu()])
+    assert ran == 'bfloat16'
+    dtypes = {name: np.dtype(p.data().dtype) for name, p in block.collect_params().items()}
+    bf16 = np.dtype([('bfloat16', np.uint16)])
+    convs = [n for n in dtypes if n.startswith('conv') and n.endswith('_weight')]
+    assert convs and all(dtypes[n] == bf16 for n in convs)
+    assert dtypes['linear19_weight'] == np.float32 and dtypes['linear19_bias'] == np.float32
+    out = block(x).asnumpy()
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    assert np.abs(out - ref).max() <= 0.05 * np.abs(ref).max()
+
+
 def test_bfloat16_without_instructions_falls_back_to_float32():
     with pytest.warns(UserWarning, match='avx512_bf16'):
         assert lowprec.check_dtype('bfloat16', [mx.cpu()], flags={'avx2'}) == 'float32'
