@@ -168,7 +168,8 @@ def _command(argv):
     args = build_parser().parse_args(argv)
     # before MXNet runs anything: its engine and workspaces follow the options
     from rn38.runtime import configure_mxnet
-    configure_mxnet(debug=args.debug, mirror=args.phase == 'train' and args.backward_do_mirror)
+    configure_mxnet(debug=args.debug, mirror=args.phase == 'train' and args.backward_do_mirror,
+                    training=args.phase == 'train')
     cfg = config_from_args(args)
     check_options(cfg)
     from iclass import train as cls_train

@@ -247,7 +247,8 @@ def _command(dataset, argv):
     cfg = make_config(dataset, argv)
     # before MXNet runs anything: its engine and workspaces follow the options
     from rn38.runtime import configure_mxnet
-    configure_mxnet(debug=cfg.debug, mirror=cfg.phase == 'train' and cfg.backward_do_mirror)
+    configure_mxnet(debug=cfg.debug, mirror=cfg.phase == 'train' and cfg.backward_do_mirror,
+                    training=cfg.phase == 'train')
     from rn38.train import setup_logging
     logger = setup_logging(cfg.log_file, cfg.debug)
     logger.info('config: %s', vars(cfg))

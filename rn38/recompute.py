@@ -197,33 +197,6 @@ def hybridize_for_training(net):
     return net
 
 
-def release_freed_memory_early(threshold_bytes=128 * 1024):
-    """glibc: serve allocations above ``threshold_bytes`` with mmap, so memory freed by
-    the recomputation goes back to the system instead of staying in a fragmented heap
-    (``mallopt(M_MMAP_THRESHOLD)``). Returns False where this is not glibc."""
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-        return bool(libc.mallopt(-3, int(threshold_bytes)))  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
-
-
-def return_free_memory():
-    """glibc: give the free pages of the heap back to the system (``malloc_trim(0)``), e.g.
-    the activations of the last step before a checkpoint is serialised, so that the
-    checkpoint's buffers do not add to them. Returns False where this is not glibc."""
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-        libc.malloc_trim(0)
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
 def forward_backward(net, data_list, label_list, loss_fn, mirror=False, segments=None):
     """Forward and backward over per-device slices; gradients written into ``net``.
 

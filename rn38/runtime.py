@@ -45,11 +45,14 @@ def mxnet_settings(debug=False, mirror=False):
     return settings
 
 
-def configure_mxnet(debug=False, mirror=False, environ=None):
-    """Put :func:`mxnet_settings` into ``environ`` (default ``os.environ``) unless set.
+def configure_mxnet(debug=False, mirror=False, environ=None, training=False):
+    """Put :func:`mxnet_settings` into ``environ`` (default ``os.environ``) unless set, and
+    for ``training`` choose glibc's allocator settings (:func:`configure_allocator`).
 
     Call before MXNet runs its first operation. Returns the variables this call set.
     """
+    if training:
+        configure_allocator(mirror)
     environ = os.environ if environ is None else environ
     applied = {}
     for key, value in mxnet_settings(debug, mirror).items():
@@ -93,3 +96,48 @@ def use_all_cores(environ=None, modules=None):
     threads = physical_cores()
     environ[OMP_THREADS] = str(threads)
     return threads
+
+
+# glibc's mallopt parameter (malloc.h)
+M_MMAP_THRESHOLD = -3
+# Recomputing training: blocks above this size mapped on their own and unmapped when freed.
+RELEASE_ABOVE = 128 * 1024
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+    return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+
+
+def configure_allocator(mirror):
+    """glibc's malloc for a training run; MXNet 1.9 allocates CPU arrays with it (no pool
+    of its own). Returns False where this is not glibc.
+
+    * plain (``mirror`` False): glibc's defaults; a freed array's memory is reused by the
+      next step's;
+    * recomputation: blocks above 128 KiB mapped on their own, so that what recomputation
+      frees goes back to the system at once instead of staying in a fragmented heap. The
+      price is time: every such block is fresh memory that the kernel zeroes. Measured with
+      A1-s8 at crop 504, 4 steps: peak 2534 MiB and 26 s a step, 10.5 million page faults;
+      with glibc's defaults 3563 MiB and 22.4 s (one arena and an untrimmed heap: 3448 MiB,
+      21.9 s; blocks above 32 MiB mapped: 3216 MiB, 23.6 s; glibc's transparent huge pages,
+      which only an environment variable at start can enable: 2625 MiB, 25 s).
+    """
+    if not mirror:
+        return True
+    try:
+        return bool(_libc().mallopt(M_MMAP_THRESHOLD, RELEASE_ABOVE))
+    except (OSError, AttributeError):
+        return False
+
+
+def return_free_memory():
+    """glibc: give the free pages of the heap back to the system (``malloc_trim(0)``), e.g.
+    the activations of the last step before a checkpoint is serialised, so that the
+    checkpoint's buffers do not add to them. Returns False where this is not glibc."""
+    try:
+        _libc().malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False

@@ -668,7 +668,8 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
     """
     from .devices import split_batch
     from .kvstore import step_scale, sync_initial_params, worker_info
-    from .recompute import forward_backward, release_freed_memory_early, return_free_memory
+    from .recompute import forward_backward
+    from .runtime import return_free_memory
     logger = logger or logging.getLogger('rn38')
     if keep_checkpoints < 0 or val_every < 0:
         raise ValueError('--keep-checkpoints and --val-every take a number >= 0')
@@ -680,8 +681,6 @@ def fit(net, loader, trainer, ctx, loss_fn, accuracy_fn, schedule, *, label, out
         logger.info('worker %d of %d: %d batches per epoch', rank, num_workers, len(loader))
     sync_initial_params(trainer)
     scale = step_scale(trainer)
-    if mirror:
-        release_freed_memory_early()
     updates_per_epoch = len(loader)
     if updates_per_epoch == 0:
         raise ValueError('no full batch in the training set: fewer images than --batch-images')
@@ -822,7 +821,8 @@ def run(recipe, cfg, logger=None):
     naming the last checkpoint. Bad input raises ValueError. Returns the history dict.
     """
     from .runtime import configure_mxnet
-    configure_mxnet(debug=cfg.debug, mirror=cfg.backward_do_mirror)  # no-op if the entry did
+    configure_mxnet(debug=cfg.debug, mirror=cfg.backward_do_mirror,  # no-op if the entry did
+                    training=True)
     label = recipe.label
     from_epoch = cfg.from_epoch if cfg.from_epoch is not None \
         else resume_epoch(cfg.weights, label)

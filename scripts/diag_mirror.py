@@ -32,7 +32,7 @@ def main():
     ap.add_argument('--steps', type=int, default=1)
     ap.add_argument('--trace', type=int, default=1)
     args = ap.parse_args()
-    from rn38.runtime import configure_mxnet, use_all_cores
+    from rn38.runtime import configure_allocator, configure_mxnet, use_all_cores
     use_all_cores()
     configure_mxnet(mirror=bool(args.mirror))
     import mxnet as mx
@@ -45,7 +45,7 @@ def main():
     if args.hybridize:
         recompute.hybridize_for_training(net)
     if args.mirror:
-        recompute.release_freed_memory_early()
+        configure_allocator(mirror=True)
 
     def seg_loss(scores, label):
         """Summed pixel softmax CE; count = pixels. ``(N, C, h, w)``, ``(N, h, w)``."""
