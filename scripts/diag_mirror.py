@@ -3,7 +3,7 @@
 peak RSS (MiB) after each segment run of :func:`rn38.recompute.forward_backward` (forward
 and recomputation), after the backward and after each step. ``act`` is the peak minus the
 peak after a 32x32 step. The settings are those of the trainers (hybridization,
-:func:`rn38.runtime.configure_mxnet`, the allocator setting of :func:`rn38.train.fit`).
+:func:`rn38.runtime.configure_mxnet` and :func:`rn38.runtime.configure_allocator`).
 Example::
 
     python scripts/diag_mirror.py --crop 256 --mirror 1 --steps 3
