@@ -6,8 +6,9 @@ inputs and returns ``float32`` scores:
 
 * ``'float32'``: the network unchanged.
 * ``'bfloat16'``: ``mx.contrib.amp.convert_hybrid_block`` (casts inserted by MXNet's
-  AMP lists, ReLUs kept in float32, weights converted once); needs oneDNN and the ``avx512_bf16`` instructions. Without them this
-  module warns and keeps float32 (same scores, and oneDNN's emulation would be slower).
+  AMP lists, ReLUs kept in float32, weights converted once); needs oneDNN and the
+  ``avx512_bf16`` instructions. Without them this module warns and keeps float32 (same
+  scores, and oneDNN's emulation would be slower).
 * ``'int8'``: ``mx.contrib.quantization.quantize_net_v2`` with calibration of the
   activation ranges (``'entropy'`` or ``'naive'``) on a few training inputs; oneDNN
   CPU only (an error on a GPU). The quantized graph is cached next to the weights

@@ -10,13 +10,14 @@ entries call it first, before anything imports MXNet (importing :mod:`rn38`,
 :mod:`issegm` or :mod:`iclass` does not).
 
 The other settings here are environment variables that MXNet 1.9 reads when it creates
-the object that uses them, not when ``mxnet`` is imported (``src/engine/engine.cc``: the engine is made by the
-first ``Engine::Get()``; ``src/resource.cc``: the resource manager, which owns the CPU
-temporary workspaces, is made by the first ``ResourceManager::Get()``, i.e. the first
-operator that needs a workspace or a random generator, or ``mx.random.seed``). So
-:func:`configure_mxnet` works after ``import mxnet`` as long as no NDArray operation has
-run yet; entries call it right after parsing their options, trainers again at their start
-(a no-op then). Values the user set in the environment are kept.
+the object that uses them, not when ``mxnet`` is imported (``src/engine/engine.cc``: the
+engine is made by the first ``Engine::Get()``; ``src/resource.cc``: the resource manager,
+which owns the CPU temporary workspaces, is made by the first ``ResourceManager::Get()``,
+i.e. the first operator that needs a workspace or a random generator, or
+``mx.random.seed``). So :func:`configure_mxnet` works after ``import mxnet`` as long as no
+NDArray operation has run yet; entries call it right after parsing their options,
+trainers again at their start (a no-op then). Values the user set in the environment are
+kept. For training it also chooses glibc's allocator settings (:func:`configure_allocator`).
 """
 import os
 import sys
