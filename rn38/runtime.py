@@ -4,10 +4,10 @@ One setting is fixed when MXNet loads (``import mxnet``): the number of OpenMP t
 CPU operators use (``src/engine/openmp.cc``: ``omp_get_num_procs() / 2`` on x86, on the
 assumption of two hyper-threads per core, unless ``OMP_NUM_THREADS`` or
 ``MXNET_OMP_MAX_THREADS`` is set). On a machine without hyper-threading that is half the
-cores: on the 2-core test machine one thread, and a large sgemm or convolution ran at 100
-GFLOP/s against 175-210 with two. :func:`use_all_cores` sets one thread per physical core; the
-entries call it first, before anything imports MXNet (importing :mod:`rn38`,
-:mod:`issegm` or :mod:`iclass` does not).
+cores: on the 2-core test machine one thread, with which the prediction command took 1.73x
+as long as with two (``scripts/bench_threads.py``). :func:`use_all_cores` sets one thread
+per physical core; the entries call it first, before anything imports MXNet (importing
+:mod:`rn38`, :mod:`issegm` or :mod:`iclass` does not).
 
 The other settings here are environment variables that MXNet 1.9 reads when it creates
 the object that uses them, not when ``mxnet`` is imported (``src/engine/engine.cc``: the
