@@ -55,8 +55,9 @@ def read_params(path):
     try:
         loaded = mx.nd.load(path)
     except mx.base.MXNetError as err:
+        # MXNet's message is a C++ traceback; its last line says what is wrong
         raise ParamsError('%s: not an MXNet params file (%s)'
-                          % (path, str(err).strip().splitlines()[0])) from None
+                          % (path, str(err).strip().splitlines()[-1])) from None
     if not isinstance(loaded, dict) or not all(
             k.startswith(('arg:', 'aux:')) for k in loaded):
         raise ParamsError('%s: expected a dict of arg:NAME/aux:NAME arrays (the released '

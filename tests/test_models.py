@@ -255,6 +255,12 @@ def test_strict_loading_errors_name_file_and_key(tmp_path):
     junk.write_bytes(b'not a params file at all')
     with pytest.raises(ParamsError, match=r'junk\.params: not an MXNet params file'):
         load_params(fresh(), str(junk))
+    empty = tmp_path / 'empty.params'
+    empty.write_bytes(b'')
+    with pytest.raises(ParamsError, match=r'empty\.params: not an MXNet params file \(.*'
+                                          r'Invalid NDArray file format\)$') as err:
+        load_params(fresh(), str(empty))
+    assert 'Traceback' not in str(err.value)
     # a file of another label (19 vs 21 classes) is refused
     with pytest.raises(ParamsError, match=r'_ep-0003\.params: missing key arg:linear21_bias'):
         issegm.get_model('cityscapes_rna-a1-mini_cls21_s8', pretrained=path)
