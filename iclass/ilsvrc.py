@@ -24,7 +24,8 @@ import argparse
 import os
 import sys
 
-from rn38.cli import HelpFormatter, add_model_options, add_precision_options, run_command
+from rn38.cli import (ArgumentParser, HelpFormatter, add_model_options, add_precision_options,
+                      run_command)
 
 
 def _bool01(text):
@@ -34,7 +35,7 @@ def _bool01(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description='Validate or train ResNet-38 ImageNet classifiers.',
         formatter_class=HelpFormatter)
     p.add_argument('--phase', choices=('val', 'train'), default='train')

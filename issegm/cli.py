@@ -7,7 +7,7 @@ Flags and defaults follow the authors' scripts.
 import argparse
 import os
 
-from rn38.cli import (HelpFormatter, add_model_options, add_precision_options,
+from rn38.cli import (ArgumentParser, HelpFormatter, add_model_options, add_precision_options,
                       bad_input_logged, config_from_args, run_command)
 
 from .config import SegConfig
@@ -53,7 +53,7 @@ def _int_list(text):
 
 def build_parser(dataset):
     d = DATASET_DEFAULTS[dataset]
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description='Train or evaluate ResNet-38 FCNs on %s.' % dataset,
         formatter_class=HelpFormatter)
     p.add_argument('--phase', choices=('train', 'val'), default='train')

@@ -12,14 +12,13 @@ recursively and its sub-folders are kept. Also ``config.yaml`` and ``predict.log
 ``--gpus 0,1`` (or ``cpu:2``) spreads the images over the devices; ``--dtype bfloat16|int8``
 runs the network in lower precision on the CPU (see ``rn38/lowprec.py``).
 """
-import argparse
 import os
 import sys
 
 
 def parse_args(argv=None):
-    from rn38.cli import add_model_options
-    parser = argparse.ArgumentParser(
+    from rn38.cli import ArgumentParser, add_model_options
+    parser = ArgumentParser(
         description='Segment images with a ResNet-38 FCN (label PNGs and colour overlays).')
     add_model_options(parser, 'cityscapes_rna-a1_cls19_s8', 'the network to segment with',
                       required=True)

@@ -62,6 +62,15 @@ def bad_input_logged(logger):
         raise
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors (an unknown option, a missing or malformed
+    value) are one line, ``error: <message> (see --help)``, and exit status 2, like every
+    other bad input; argparse prints the whole usage first."""
+
+    def error(self, message):
+        self.exit(2, 'error: %s (see %s --help)\n' % (message, self.prog))
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """``--help`` that states each option's default once, where it tells something.
 

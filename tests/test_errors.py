@@ -261,3 +261,20 @@ def test_bad_input_is_kept_in_the_log_file_not_printed_twice(tmp_path, capsys):
             handler.close()
     assert capsys.readouterr().err == 'error: --output /x: cannot write\n'
     assert log_file.read_text() == '--output /x: cannot write\nsecond line\n'
+
+
+@pytest.mark.parametrize('entry, argv, message', [
+    (SEG, ['--phase', 'val', '--crop-sise', '5'], 'unrecognized arguments: --crop-sise 5'),
+    (SEG, ['--phase', 'tran'], "argument --phase: invalid choice: 'tran'"),
+    (PREDICT, ['--input', 'x.png'], 'the following arguments are required'),
+    (ILSVRC, ['--batch-images', 'eight'], "argument --batch-images: invalid int value"),
+])
+def test_option_typos_are_one_line(entry, argv, message):
+    """A mistyped option, choice or value: one ``error:`` line naming it, status 2
+    (argparse alone prints its whole usage before the message)."""
+    proc = run(entry, *argv)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], \
+        proc.stderr
+    assert lines[0].endswith('--help)')
