@@ -3,7 +3,7 @@
 peak RSS (MiB) after each segment run of :func:`rn38.recompute.forward_backward` (forward
 and recomputation), after the backward and after each step. ``act`` is the peak minus the
 peak after a 32x32 step. The settings are those of the trainers (hybridization,
-:func:`rn38.runtime.configure_mxnet` and :func:`rn38.runtime.configure_allocator`).
+:func:`rn38.runtime.configure_mxnet` with ``training=True``).
 Example::
 
     python scripts/diag_mirror.py --crop 256 --mirror 1 --steps 3
@@ -32,9 +32,9 @@ def main():
     ap.add_argument('--steps', type=int, default=1)
     ap.add_argument('--trace', type=int, default=1)
     args = ap.parse_args()
-    from rn38.runtime import configure_allocator, configure_mxnet, use_all_cores
+    from rn38.runtime import configure_mxnet, use_all_cores
     use_all_cores()
-    configure_mxnet(mirror=bool(args.mirror))
+    configure_mxnet(mirror=bool(args.mirror), training=True)
     import mxnet as mx
     import numpy as np
     from mxnet import gluon
@@ -44,8 +44,6 @@ def main():
     net = get_model(args.model, 'segmentation', freeze_bn=True)
     if args.hybridize:
         recompute.hybridize_for_training(net)
-    if args.mirror:
-        configure_allocator(mirror=True)
 
     def seg_loss(scores, label):
         """Summed pixel softmax CE; count = pixels. ``(N, C, h, w)``, ``(N, h, w)``."""
