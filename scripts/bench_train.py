@@ -26,9 +26,10 @@ at 1024x2048, or ImageNet-layout images for classification) in a temporary folde
 
     python scripts/bench_train.py --mode memory --crops 256,504
 
-``--verify-plan`` (memory mode, segmentation) then measures the planning table: the entry
-trains one update on one generated image at each planned crop, in a fresh process, and
-its whole-process peak is printed against the budget.
+``--search-plan`` (memory mode, segmentation) then measures the planning table: for each
+budget, starting at the crop the fit plans, the entry trains one update on one generated
+image per probe, in a fresh process, until the largest crop within the budget and the
+smallest over it are ``--plan-resolution`` pixels apart (:func:`search_largest_crop`).
 
 ``--mode speed``: ours against the Module in one process (step times alternately).
 """
@@ -195,17 +196,22 @@ def child_module(args):
     print(json.dumps({'step': _median(times[1:])}), flush=True)
 
 
+def prepare_weights(args, folder):
+    """Segmentation without ``--weights``: write the ImageNet weights the entries start
+    from into ``folder`` (fine-tuning, as the published recipe; random weights with frozen
+    BatchNorm statistics diverge within a few updates)."""
+    if args.task == 'segmentation' and args.weights is None:
+        args.weights = os.path.join(folder, IMAGENET_WEIGHTS)
+        run_measured([sys.executable, os.path.abspath(__file__), '--child', 'weights',
+                      '--out', args.weights], args.timeout)
+
+
 def mode_memory(args):
     """Rows of the memory table: one per crop; plain, mirror and Module side by side."""
     with tempfile.TemporaryDirectory(prefix='bench_train_data_') as data_dir:
         if args.data_root is None:
             args.data_root = make_data(args.task, args.images, data_dir)
-        if args.task == 'segmentation' and args.weights is None:
-            # fine-tuning from ImageNet weights, as the published recipe (random weights
-            # with frozen BatchNorm statistics diverge within a few updates)
-            args.weights = os.path.join(data_dir, IMAGENET_WEIGHTS)
-            run_measured([sys.executable, os.path.abspath(__file__), '--child', 'weights',
-                          '--out', args.weights], args.timeout)
+        prepare_weights(args, data_dir)
         base = run_entry(args, 32, False)['peak'] if args.base else None
         rows = []
         for crop in args.crops:
@@ -232,40 +238,114 @@ def mode_memory(args):
                 row['Module/plain time'] = module['step'] / plain['step']
             rows.append(row)
             print_table([row], sys.stderr)   # progress: each row as soon as it is measured
-        if args.verify_plan and args.task == 'segmentation':
-            args.plan_check = verify_plan(args, planning_rows(rows))
+        if args.search_plan and args.task == 'segmentation':
+            args.plan_check = search_plan(args, planning_rows(rows))
     return rows
 
 
-def verify_plan(args, plan):
-    """The planned crops measured: the entry trains one update (one generated image) at
-    each crop of ``plan`` (:func:`planning_rows`), in a fresh process; rows of its
-    whole-process peak RSS against the budget."""
-    checked = []
+def search_largest_crop(measure, budget_mib, start, slope, multiple=8, resolution=32,
+                        max_probes=6):
+    """The largest crop whose measured peak is within ``budget_mib``, by measurement.
+
+    ``measure(crop) -> peak MiB``, or None where the entry refuses the crop (taken as too
+    large). Starts at ``start`` (the fit's crop); each next crop solves ``peak = budget``
+    on the line ``peak(crop^2)`` through the two measured crops nearest the budget (one
+    crop: ``slope``, MiB per pixel, from the table's fit), rounded down to ``multiple``;
+    a solution within ``resolution`` of the largest crop within the budget (or of the
+    smallest over it) is moved ``resolution`` away from it, so that the next probe can
+    close the bracket. Stops when those two crops are at most ``resolution`` apart or
+    after ``max_probes`` runs. Returns ``(within, over, probes)``: ``(crop, peak)`` pairs
+    or None, and ``[(crop, peak or None), ...]`` in the order measured.
+    """
+    probes = []
+    crop = max(multiple, start // multiple * multiple)
+    while True:
+        probes.append((crop, measure(crop)))
+        fits = [(c, p) for c, p in probes if p is not None and p <= budget_mib]
+        over = [(c, p) for c, p in probes if p is None or p > budget_mib]
+        within = max(fits) if fits else None
+        above = min(over) if over else None
+        lo = within[0] if within else 0
+        hi = above[0] if above else None
+        if (hi is not None and hi - lo <= resolution) or len(probes) >= max_probes:
+            return within, above, probes
+        known = [(c, p) for c, p in probes if p is not None]
+        if not known:                       # only refusals: step down
+            target = hi - max(resolution, hi // 8)
+        else:
+            near = sorted(known, key=lambda cp: abs(cp[1] - budget_mib))[:2]
+            (c1, p1), k = near[0], slope
+            if len(near) == 2 and near[1][1] != p1:
+                c2, p2 = near[1]
+                k = (p2 - p1) / float(c2 ** 2 - c1 ** 2)
+            k = k if k > 0 else slope
+            target = max(c1 ** 2 + (budget_mib - p1) / k, 0.0) ** 0.5
+        if within and target < lo + resolution:
+            target = lo + resolution
+        if hi is not None and target > hi - resolution:
+            target = max(hi - resolution, lo + multiple)
+        crop = int(target) // multiple * multiple
+        if crop <= lo or (hi is not None and crop >= hi) or any(c == crop for c, _ in probes):
+            return within, above, probes
+
+
+def machine_memory_mib():
+    """Physical memory of this machine, MiB (``MemTotal``)."""
+    with open('/proc/meminfo') as f:
+        for line in f:
+            if line.startswith('MemTotal:'):
+                return int(line.split()[1]) / 1024.0
+    return float('inf')
+
+
+def search_plan(args, plan):
+    """The planning table measured: for each mode and budget, the entry trains one update
+    (one generated 1024x2048 image) per probe in a fresh process, from the fit's crop on
+    (:func:`search_largest_crop`); budgets above this machine's memory are not run."""
+    found = []
+    ram = machine_memory_mib()
     with tempfile.TemporaryDirectory(prefix='bench_train_plan_') as data_dir:
         one = argparse.Namespace(**vars(args))
         one.data_root = make_data(args.task, 1, data_dir)
         for row in plan:
+            mirror = row['mode'] == 'mirror'
             for key, cell in row.items():
                 if not key.startswith('crop <= ') or cell == '-':
                     continue
                 budget = int(key.split()[2])
-                crop = int(cell.split()[0])
-                try:
-                    measured = run_entry(one, crop, row['mode'] == 'mirror')
-                except RuntimeError as err:  # e.g. a crop the entry refuses for this data
-                    error = [line for line in str(err).splitlines() if 'error' in line]
-                    checked.append({'mode': row['mode'], 'budget GiB': budget, 'crop': crop,
-                                    'peak MiB': '-', 'within budget': 'not run: %s'
-                                    % (error[-1] if error else 'failed'), 'step s': '-'})
-                    print_table([checked[-1]], sys.stderr)
+                result = {'mode': row['mode'], 'budget GiB': budget}
+                if budget * 1024 > ram:
+                    result.update({'largest within': '-', 'peak MiB': '-',
+                                   'smallest over': '-', 'its peak MiB': '-',
+                                   'probes': 'not run: the machine has %.1f GiB' % (ram / 1024)})
+                    found.append(result)
+                    print_table([result], sys.stderr)
                     continue
-                checked.append({'mode': row['mode'], 'budget GiB': budget, 'crop': crop,
-                                'peak MiB': measured['peak'],
-                                'within budget': 'yes' if measured['peak'] <= budget * 1024
-                                else 'NO', 'step s': measured['step']})
-                print_table([checked[-1]], sys.stderr)
-    return checked
+
+                def measure(crop, mirror=mirror):
+                    try:
+                        peak = run_entry(one, crop, mirror)['peak']
+                    except RuntimeError as err:   # e.g. a crop the entry refuses
+                        if 'larger than the largest rescaled image side' not in str(err):
+                            raise
+                        peak = None
+                    print('  %s crop %d: %s' % (row['mode'], crop, 'refused by the entry'
+                                                 if peak is None else '%.0f MiB' % peak),
+                          file=sys.stderr, flush=True)
+                    return peak
+
+                within, over, probes = search_largest_crop(
+                    measure, budget * 1024.0, int(cell.split()[0]),
+                    row['MiB per Mpx'] / 1e6, resolution=args.plan_resolution)
+                result.update({
+                    'largest within': within[0] if within else '-',
+                    'peak MiB': within[1] if within else '-',
+                    'smallest over': over[0] if over else '-',
+                    'its peak MiB': ('refused' if over[1] is None else over[1]) if over else '-',
+                    'probes': len(probes)})
+                found.append(result)
+                print_table([result], sys.stderr)
+    return found
 
 
 def mode_speed(args):
@@ -409,9 +489,15 @@ def parse_args(argv=None):
                     help='skip the 32-pixel run that gives the base memory')
     ap.add_argument('--no-module', dest='module', action='store_false',
                     help='skip the mx.mod.Module anchor')
-    ap.add_argument('--verify-plan', action='store_true',
-                    help='memory mode, segmentation: also train one update at each planned '
-                         'crop and report its measured peak')
+    ap.add_argument('--search-plan', action='store_true',
+                    help='memory mode, segmentation: then find by measurement the largest '
+                         'crop within each budget, starting at the planned crop')
+    ap.add_argument('--plan-from', metavar='JSON',
+                    help='memory mode: skip the table, take its rows from this file (written '
+                         'by --json) and run --search-plan on them')
+    ap.add_argument('--plan-resolution', type=int, default=32,
+                    help='--search-plan stops when the largest crop within a budget and the '
+                         'smallest over it are this close (pixels)')
     ap.add_argument('--timeout', type=float, default=3600, help='seconds per process')
     ap.add_argument('--json', help='also write the rows to this JSON file')
     ap.add_argument('--child', help=argparse.SUPPRESS)
@@ -437,7 +523,14 @@ def main(argv=None):
     if args.child == 'weights':
         child_weights(args)
         return
-    rows = MODES[args.mode](args)
+    if args.plan_from:
+        with open(args.plan_from) as f:
+            rows = json.load(f)
+        with tempfile.TemporaryDirectory(prefix='bench_train_data_') as folder:
+            prepare_weights(args, folder)
+            args.plan_check = search_plan(args, planning_rows(rows))
+    else:
+        rows = MODES[args.mode](args)
     print_table(rows)
     if args.mode == 'memory' and args.task == 'segmentation':
         plan = planning_rows(rows)
@@ -446,7 +539,8 @@ def main(argv=None):
                   '(peak = base + k * crop^2, k from the crops above):' % args.batch)
             print_table(plan)
         if getattr(args, 'plan_check', None):
-            print('\nthe planned crops measured (one update each, whole-process peak RSS):')
+            print('\nthe largest crop within each budget, measured (one update per probe, '
+                  'whole-process peak RSS):')
             print_table(args.plan_check)
     if args.json:
         with open(args.json, 'w') as f:
