@@ -243,14 +243,14 @@ def mode_memory(args):
     return rows
 
 
-def search_largest_crop(measure, budget_mib, start, slope, multiple=8, resolution=32,
+def search_largest_crop(measure, budget_mib, start, origin_mib, multiple=8, resolution=32,
                         max_probes=6):
     """The largest crop whose measured peak is within ``budget_mib``, by measurement.
 
     ``measure(crop) -> peak MiB``, or None where the entry refuses the crop (taken as too
-    large). Starts at ``start`` (the fit's crop); each next crop solves ``peak = budget``
-    on the line ``peak(crop^2)`` through the two measured crops nearest the budget (one
-    crop: ``slope``, MiB per pixel, from the table's fit), rounded down to ``multiple``;
+    large). Starts at ``start``; each next crop solves ``peak = budget`` on the line
+    ``peak(crop^2)`` through the two measured crops nearest the budget (while only one is
+    measured: through it and ``origin_mib``, the peak at crop 0), rounded down to ``multiple``;
     a solution within ``resolution`` of the largest crop within the budget (or of the
     smallest over it) is moved ``resolution`` away from it, so that the next probe can
     close the bracket. Stops when those two crops are at most ``resolution`` apart or
@@ -274,11 +274,12 @@ def search_largest_crop(measure, budget_mib, start, slope, multiple=8, resolutio
             target = hi - max(resolution, hi // 8)
         else:
             near = sorted(known, key=lambda cp: abs(cp[1] - budget_mib))[:2]
-            (c1, p1), k = near[0], slope
+            (c1, p1), k = near[0], (near[0][1] - origin_mib) / float(near[0][0] ** 2)
             if len(near) == 2 and near[1][1] != p1:
                 c2, p2 = near[1]
                 k = (p2 - p1) / float(c2 ** 2 - c1 ** 2)
-            k = k if k > 0 else slope
+            if k <= 0:          # no growth measured: try the bracket's middle or go up
+                k = (p1 - origin_mib) / float(c1 ** 2) if p1 > origin_mib else 1e-9
             target = max(c1 ** 2 + (budget_mib - p1) / k, 0.0) ** 0.5
         if within and target < lo + resolution:
             target = lo + resolution
@@ -308,6 +309,8 @@ def search_plan(args, plan):
         one = argparse.Namespace(**vars(args))
         one.data_root = make_data(args.task, 1, data_dir)
         for row in plan:
+            if row['mode'] not in args.plan_modes:
+                continue
             mirror = row['mode'] == 'mirror'
             for key, cell in row.items():
                 if not key.startswith('crop <= ') or cell == '-':
@@ -334,9 +337,10 @@ def search_plan(args, plan):
                           file=sys.stderr, flush=True)
                     return peak
 
+                origin = row['search from MiB']
+                start = int((1e6 * (budget * 1024.0 - origin) / row['search MiB per Mpx']) ** 0.5)
                 within, over, probes = search_largest_crop(
-                    measure, budget * 1024.0, int(cell.split()[0]),
-                    row['MiB per Mpx'] / 1e6, resolution=args.plan_resolution)
+                    measure, budget * 1024.0, start, origin, resolution=args.plan_resolution)
                 result.update({
                     'largest within': within[0] if within else '-',
                     'peak MiB': within[1] if within else '-',
@@ -431,6 +435,13 @@ def planning_rows(rows, budgets_gib=(8, 16, 24), multiple=8):
             large['crop'] ** 2 - small['crop'] ** 2)
         a = large['train ' + mode] - k * large['crop'] ** 2
         row = {'mode': mode, 'MiB per Mpx': k * 1e6, 'MiB at crop 0': a}
+        # the search starts from the line through the base and the largest crop (the
+        # two-crop line underestimates the mirrored growth: the small crop's peak is
+        # mostly the base)
+        origin = floor or a
+        row['search from MiB'] = origin
+        row['search MiB per Mpx'] = 1e6 * max(large['train ' + mode] - origin, 1.0) / \
+            large['crop'] ** 2
         for gib in budgets_gib:
             budget = gib * 1024.0
             if k <= 0 or budget < max(a, floor):
@@ -495,6 +506,8 @@ def parse_args(argv=None):
     ap.add_argument('--plan-from', metavar='JSON',
                     help='memory mode: skip the table, take its rows from this file (written '
                          'by --json) and run --search-plan on them')
+    ap.add_argument('--plan-modes', type=lambda v: v.split(','), default=['plain', 'mirror'],
+                    help='--search-plan for these modes (comma-separated: plain,mirror)')
     ap.add_argument('--plan-resolution', type=int, default=32,
                     help='--search-plan stops when the largest crop within a budget and the '
                          'smallest over it are this close (pixels)')

@@ -143,6 +143,8 @@ import sys
 from rn38.runtime import configure_allocator
 if sys.argv[1] == "trainer":
     assert configure_allocator()
+if sys.argv[1] == "user":
+    assert not configure_allocator()
 size = 64 << 20
 libc.free(libc.malloc(size))          # a step's array, freed
 block = libc.malloc(size)             # the next step's
@@ -152,8 +154,11 @@ print(mapped, heap, libc.mallinfo2().arena)
 '''
 
 
-def run_probe(code, *argv):
-    out = subprocess.run([sys.executable, '-c', code] + list(argv), cwd=REPO,
+def run_probe(code, *argv, environ=None):
+    env = {k: v for k, v in os.environ.items()
+           if k not in runtime.USER_MALLOC and k != 'GLIBC_TUNABLES'}
+    env.update(environ or {})
+    out = subprocess.run([sys.executable, '-c', code] + list(argv), cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     if out.returncode != 0 and 'mallinfo2' in out.stderr:
         pytest.skip('glibc without mallinfo2')
@@ -167,11 +172,15 @@ def test_training_allocator_reuses_large_freed_blocks():
     settings the next step's array of that size comes from the heap, and the heap keeps
     the memory when it is freed again; with glibc's defaults (the control) it is mapped
     anew, fresh pages for the kernel to zero. Observed with ``mallinfo2`` in fresh
-    processes."""
+    processes. glibc settings the user put in the environment are kept."""
     size = 64 << 20
     mapped, heap, heap_after = (int(v) for v in run_probe(ALLOCATION_PROBE, 'trainer').split())
     assert mapped < size <= heap and heap_after == heap
     mapped, heap, _ = (int(v) for v in run_probe(ALLOCATION_PROBE, 'defaults').split())
+    assert mapped >= size and heap < size
+    # a threshold the user gave glibc is kept
+    mapped, heap, _ = (int(v) for v in run_probe(
+        ALLOCATION_PROBE, 'user', environ={'MALLOC_MMAP_THRESHOLD_': str(32 << 20)}).split())
     assert mapped >= size and heap < size
 
 
