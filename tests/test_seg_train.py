@@ -374,9 +374,12 @@ def test_two_runs_into_one_folder_and_ctrl_c(demo_root, tmp_path):
     import time
     out = tmp_path / 'busy'
     log = open(tmp_path / 'first.err', 'w')
+    # a suite started in the background of a non-interactive shell inherits SIGINT ignored,
+    # and Python then leaves it ignored: give the child the default disposition
     first = subprocess.Popen([sys.executable, os.path.join(REPO, 'issegm', 'cityscapes.py')] +
                              _argv(demo_root, out, '--to-epoch', '200'),
-                             stdout=subprocess.DEVNULL, stderr=log)
+                             stdout=subprocess.DEVNULL, stderr=log,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not glob.glob(str(out / '*_ep-*.params')):
