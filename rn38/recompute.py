@@ -11,16 +11,13 @@ the plain pass (same dropout masks, BatchNorm running statistics updated once). 
 convolution head (the FCN's ``conv6a`` + ReLU + ``linear``) is not recomputed and its input
 gradient is a forward convolution with the flipped weights (:func:`_conv_input_grad`), not
 MKLDNN's backward-data, whose im2col buffer for the dilated 4096-channel ``conv6a`` (585 MB
-at crop 504) would otherwise dominate the peak. On CPU contexts, before each segment runs,
-the heap's holes are given back to the system once they exceed a budget
-(:func:`rn38.runtime.trim_heap_holes`).
+at crop 504) would otherwise dominate the peak.
 """
 import mxnet as mx
 import numpy as np
 from mxnet import autograd
 from mxnet.gluon import nn
 
-from .runtime import trim_heap_holes
 from .gluon_internals import (activation_type, conv_operator, dropout_rate, operator_settings,
                               uses_global_stats, walk_blocks)
 
@@ -374,15 +371,6 @@ def _head_backward(layers, keep, dout, need_dx):
     return grad
 
 
-def _release_holes(ctx):
-    """At a segment boundary on a CPU context: once the engine has freed what the last
-    segment dropped, give the heap's holes back if they grew past the budget
-    (:func:`rn38.runtime.trim_heap_holes`; MXNet's GPU pool is not concerned)."""
-    if ctx.device_type == 'cpu':
-        mx.nd.waitall()
-        trim_heap_holes()
-
-
 def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
     segs = [list(seg) for seg in _resolve_segments(net, units, segments, data_list[0].shape)]
     # a convolution head (the FCN's conv6a + ReLU + linear) is run by _head_forward /
@@ -401,13 +389,11 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
         bounds, saved = [x], []
         with autograd.train_mode():
             for s in range(body):
-                _release_holes(ctx)
                 saved.append(_snapshot_bn(bns[s], ctx) if bns[s] else None)
                 bounds.append(_run(segs[s], bounds[-1], seeds[d], ctx))
                 # bound the asynchronous engine to one segment in flight: its
                 # intermediate arrays are freed only after their consumers ran
                 bounds[-1].wait_to_read()
-            _release_holes(ctx)
         keep = None
         if head is not None:
             with autograd.train_mode():
@@ -447,7 +433,6 @@ def _mirror(net, units, data_list, label_list, loss_fn, segments, seeds):
                 x.attach_grad()
             if saved[s] is not None:
                 _restore_bn(bns[s], saved[s], ctx)
-            _release_holes(ctx)
             with autograd.record():
                 y = _run(segs[s], x, seeds[d], ctx)
             autograd.backward(y, head_grads=grad)

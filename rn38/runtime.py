@@ -53,7 +53,7 @@ def configure_mxnet(debug=False, mirror=False, environ=None, training=False):
     Call before MXNet runs its first operation. Returns the variables this call set.
     """
     if training:
-        configure_allocator()
+        configure_allocator(mirror)
     environ = os.environ if environ is None else environ
     applied = {}
     for key, value in mxnet_settings(debug, mirror).items():
@@ -106,13 +106,11 @@ USER_MALLOC = ('MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESH
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
-# Training: arrays up to this size come from the heap, whose freed memory the next
-# allocations reuse; glibc's default maps every block above 32 MiB on its own (fresh
-# memory, zeroed by the kernel, at every step).
+# Plain training: arrays up to this size come from the heap, whose freed memory the next
+# step reuses (glibc's default maps every block above 32 MiB anew at every step).
 HEAP_BLOCKS_UP_TO = 1 << 30
-# Recomputation: the heap's free resident memory allowed to accumulate between two
-# returns to the system (see HeapTrimmer).
-HEAP_HOLE_BUDGET = 256 << 20
+# Recomputing training: blocks above this size mapped on their own and unmapped when freed.
+RELEASE_ABOVE = 128 * 1024
 
 
 def _libc():
@@ -121,120 +119,44 @@ def _libc():
     return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
 
 
-def configure_allocator():
-    """glibc's malloc for a training run (MXNet 1.9 allocates CPU arrays with it; it has
-    no CPU pool of its own): one heap (one arena), arrays up to 1 GiB from it, and the
-    heap's top never given back on a ``free``, so that each step reuses the memory the
-    previous one freed instead of faulting in fresh pages. Recomputing steps then return
-    the heap's holes to the system at segment boundaries (:class:`HeapTrimmer`). Returns
-    False where this is not glibc.
+def allocator_settings(mirror):
+    """``[(mallopt parameter, value), ...]`` of a training run: each mode's purpose.
 
-    Measured with the real command (A1-s8, crop 504, batch 1, 4 steps, two threads): plain
-    5357 MiB and 17.3 s a step against glibc's defaults' 5206 MiB and 18.4 s (every
-    block above 32 MiB mapped anew each step); recomputation 2712 MiB and 23.4 s with the
-    trimming, 3376 MiB and 21.6 s without it, and 2534 MiB and 26 s with every block
-    above 128 KiB mapped on its own (the previous setting: 10.5 million page faults in 4
-    steps). The price is memory at large crops, where the heap's holes grow with the
-    arrays: the plain step at crop 1152 peaks at 15601 MiB, 12639 MiB with arrays above
-    64 MiB mapped on their own (``MALLOC_MMAP_THRESHOLD_=67108864``).
+    * plain: speed. One heap (one arena: other threads' arenas map large arrays on their
+      own), arrays up to 1 GiB from it, its top not given back on a ``free``: each step
+      reuses the memory the previous one freed instead of faulting in pages the kernel
+      zeroes. A1-s8 at crop 504: 17.25 s a step against 18.34 s with glibc's defaults,
+      same peak (5293 / 5315 MiB). The price is the heap's holes at large crops: crop
+      1152 peaks at 15601 MiB, 12639 MiB with arrays above 64 MiB mapped on their own.
+    * recomputation (``mirror``): memory. Every block above 128 KiB is mapped on its own
+      and unmapped when freed, so that what recomputation frees leaves the process and
+      the peak is that of the arrays in use: crop 504 2534 MiB (one heap reused: 3376
+      MiB, 21.6 s against 26 s a step), and 1528 within 8 GiB (one heap, its holes given
+      back at every segment boundary past 256 MiB: 1328).
+    """
+    if mirror:
+        return [(M_MMAP_THRESHOLD, RELEASE_ABOVE)]
+    return [(M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO),
+            (M_TRIM_THRESHOLD, HEAP_BLOCKS_UP_TO)]
 
-    Nothing is changed (returns False) if the user set glibc's malloc variables
+
+def configure_allocator(mirror):
+    """Apply :func:`allocator_settings` to glibc's malloc (MXNet 1.9 allocates CPU arrays
+    with it; it has no CPU pool of its own). Call before MXNet runs its first operation.
+    Returns False where this is not glibc, or where the user set glibc's malloc variables
     (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
-    ``MALLOC_TOP_PAD_``, ``MALLOC_MMAP_MAX_`` or ``glibc.malloc.*`` in ``GLIBC_TUNABLES``).
+    ``MALLOC_TOP_PAD_``, ``MALLOC_MMAP_MAX_`` or ``glibc.malloc.*`` in ``GLIBC_TUNABLES``):
+    those are kept and nothing is changed.
     """
     if any(name in os.environ for name in USER_MALLOC) or \
             'glibc.malloc.' in os.environ.get('GLIBC_TUNABLES', ''):
-        return False                 # the user's own glibc settings are kept
+        return False
     try:
         libc = _libc()
-        return all(bool(libc.mallopt(param, value)) for param, value in (
-            (M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, HEAP_BLOCKS_UP_TO),
-            (M_TRIM_THRESHOLD, HEAP_BLOCKS_UP_TO)))
+        return all(bool(libc.mallopt(param, value))
+                   for param, value in allocator_settings(mirror))
     except (OSError, AttributeError):
         return False
-
-
-class HeapTrimmer:
-    """Give the heap's free pages back to the system (``malloc_trim(0)``, which releases
-    the free pages inside the heap too, not only at its top) when the free memory the
-    process keeps resident has grown by more than ``budget`` bytes since the last call
-    that trimmed.
-
-    Recomputation frees a segment's activations while the segment boundaries stay: the
-    freed memory becomes holes between live arrays that the next, differently sized
-    arrays fill only in part. Kept resident, the holes added 840 MiB to the peak of the
-    A1-s8 step at crop 504; trimmed at every segment boundary they cost time, because
-    memory given back is faulted in again when reused (the budget trims 7 times a step).
-
-    Free resident memory is estimated as resident memory minus what malloc has handed out
-    (``mallinfo2``: ``uordblks + hblkhd``); the rest of the process (libraries, Python's
-    own arenas) is in both the baseline and the later readings. ``read_rss`` and
-    ``read_in_use`` (bytes) are for tests. A no-op where glibc lacks ``mallinfo2``.
-    """
-
-    def __init__(self, budget=HEAP_HOLE_BUDGET, read_rss=None, read_in_use=None, trim=None):
-        self.budget = budget
-        self.baseline = None
-        self.trims = 0
-        if read_in_use is None or trim is None:
-            read_in_use, trim = _glibc_heap_functions()
-        self._read_rss = read_rss or _resident_bytes
-        self._read_in_use = read_in_use
-        self._trim = trim
-
-    def _free_resident(self):
-        return self._read_rss() - self._read_in_use()
-
-    def __call__(self):
-        """Trim if the free resident memory grew by more than the budget; True if it did."""
-        if self._trim is None:
-            return False
-        if self.baseline is not None and self._free_resident() - self.baseline <= self.budget:
-            return False
-        self._trim()
-        self.trims += 1
-        self.baseline = self._free_resident()
-        return True
-
-
-def _resident_bytes():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
-def _glibc_heap_functions():
-    """``(bytes handed out by malloc, malloc_trim(0))`` or ``(None, None)``."""
-    import ctypes
-    try:
-        libc = _libc()
-        mallinfo2 = libc.mallinfo2
-    except (OSError, AttributeError):
-        return None, None
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            'arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks',
-            'uordblks', 'fordblks', 'keepcost')]
-
-    mallinfo2.restype = MallInfo2
-
-    def in_use():
-        info = mallinfo2()
-        return info.uordblks + info.hblkhd
-
-    return in_use, lambda: libc.malloc_trim(0)
-
-
-_heap_trimmer = None
-
-
-def trim_heap_holes():
-    """The process's :class:`HeapTrimmer` (one heap, one trimmer), called by recomputing
-    steps at segment boundaries on CPU contexts. True if it trimmed."""
-    global _heap_trimmer
-    if _heap_trimmer is None:
-        _heap_trimmer = HeapTrimmer()
-    return _heap_trimmer()
 
 
 def return_free_memory():

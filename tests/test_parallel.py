@@ -230,29 +230,6 @@ def test_mirror_fcn_head_outside_autograd_then_trainer_step():
     assert_all_close(g, g0)
 
 
-def test_mirror_offers_the_heap_trim_before_every_segment_run(monkeypatch):
-    """On CPU the recomputing step asks the heap trimmer before each segment runs,
-    forward and recomputed, and before the head: the holes a segment leaves are given
-    back (past the budget) before the next one allocates (``rn38.runtime.HeapTrimmer``)."""
-    net = seg_net(hybridize=True)
-    events = []
-    real_run = recompute._run
-
-    def logged_run(units, x, seeds, ctx):
-        events.append('R' if autograd.is_recording() else 'F')
-        return real_run(units, x, seeds, ctx)
-
-    monkeypatch.setattr(recompute, '_run', logged_run)
-    monkeypatch.setattr(recompute, 'trim_heap_holes', lambda: events.append('T'))
-    x, y = seg_batch()
-    run(net, x, y, seg_loss, 5, mirror=True, segments=3)
-    runs = [k for k, e in enumerate(events) if e != 'T']
-    assert events.count('F') == events.count('R') >= 2
-    assert all(events[k - 1] == 'T' for k in runs)
-    forward_end = max(k for k in runs if events[k] == 'F')
-    assert events[forward_end + 1] == 'T'              # before the head
-
-
 # --------------------------------------------------------------------------- devices
 
 

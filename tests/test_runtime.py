@@ -141,11 +141,11 @@ libc.free.argtypes = [ctypes.c_void_p]
 ALLOCATION_PROBE = MALLINFO2 + '''
 import sys
 from rn38.runtime import configure_allocator
-if sys.argv[1] == "trainer":
-    assert configure_allocator()
-if sys.argv[1] == "user":
-    assert not configure_allocator()
-size = 64 << 20
+mode, size = sys.argv[1], int(sys.argv[2])
+if mode in ("plain", "mirror"):
+    assert configure_allocator(mirror=mode == "mirror")
+if mode == "user":
+    assert not configure_allocator(mirror=False)
 libc.free(libc.malloc(size))          # a step's array, freed
 block = libc.malloc(size)             # the next step's
 mapped, heap = libc.mallinfo2().hblkhd, libc.mallinfo2().arena
@@ -158,81 +158,31 @@ def run_probe(code, *argv, environ=None):
     env = {k: v for k, v in os.environ.items()
            if k not in runtime.USER_MALLOC and k != 'GLIBC_TUNABLES'}
     env.update(environ or {})
-    out = subprocess.run([sys.executable, '-c', code] + list(argv), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, '-c', code] + [str(a) for a in argv], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=120)
     if out.returncode != 0 and 'mallinfo2' in out.stderr:
         pytest.skip('glibc without mallinfo2')
     assert out.returncode == 0, out.stderr
-    return out.stdout
+    return [int(v) for v in out.stdout.split()]
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc')
-def test_training_allocator_reuses_large_freed_blocks():
-    """A 64 MiB array (an activation at crop 504) freed by one step: with the trainer's
-    settings the next step's array of that size comes from the heap, and the heap keeps
-    the memory when it is freed again; with glibc's defaults (the control) it is mapped
-    anew, fresh pages for the kernel to zero. Observed with ``mallinfo2`` in fresh
-    processes. glibc settings the user put in the environment are kept."""
-    size = 64 << 20
-    mapped, heap, heap_after = (int(v) for v in run_probe(ALLOCATION_PROBE, 'trainer').split())
-    assert mapped < size <= heap and heap_after == heap
-    mapped, heap, _ = (int(v) for v in run_probe(ALLOCATION_PROBE, 'defaults').split())
-    assert mapped >= size and heap < size
-    # a threshold the user gave glibc is kept
-    mapped, heap, _ = (int(v) for v in run_probe(
-        ALLOCATION_PROBE, 'user', environ={'MALLOC_MMAP_THRESHOLD_': str(32 << 20)}).split())
-    assert mapped >= size and heap < size
-
-
-TRIM_PROBE = MALLINFO2 + '''
-import ctypes
-from rn38.runtime import HeapTrimmer, _resident_bytes, configure_allocator
-assert configure_allocator()
-mib = 1 << 20
-trimmer = HeapTrimmer(budget=64 * mib)
-assert trimmer()                      # the first call sets the baseline
-blocks = [libc.malloc(8 * mib) for _ in range(40)]
-for b in blocks:
-    ctypes.memset(b, 1, 8 * mib)      # resident
-for b in blocks[0::2]:
-    libc.free(b)                      # 160 MiB of holes between live blocks
-before = _resident_bytes()
-trimmed = trimmer()
-after = _resident_bytes()
-refill = [libc.malloc(8 * mib) for _ in range(4)]
-for b in refill:
-    ctypes.memset(b, 1, 8 * mib)      # 32 MiB of the holes used again: below the budget
-print(int(trimmed), (before - after) // mib, int(trimmer()), trimmer.trims)
-'''
-
-
-@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc')
-def test_heap_trimmer_returns_holes_between_live_arrays():
-    """Freed arrays between live ones (what recomputation leaves) stay resident in the
-    heap; the trimmer gives them back once they exceed its budget, and not again while
-    the free resident memory stays within the budget of what it left."""
-    trimmed, released_mib, again, trims = (int(v) for v in run_probe(TRIM_PROBE).split())
-    assert trimmed == 1 and released_mib >= 150
-    assert again == 0 and trims == 2
-
-
-def test_heap_trimmer_budget_counts_growth_since_its_last_trim(monkeypatch):
-    state = {'rss': 1000, 'used': 600, 'trims': 0}
-
-    def trim():
-        state['trims'] += 1
-        state['rss'] = state['used'] + 50     # the holes go; 50 stays (libraries etc.)
-
-    trimmer = runtime.HeapTrimmer(budget=100, read_rss=lambda: state['rss'],
-                                  read_in_use=lambda: state['used'], trim=trim)
-    assert trimmer() and state['trims'] == 1          # first call: baseline 50
-    state['rss'] += 100                               # free resident 150: +100, the budget
-    assert not trimmer()
-    state['used'] += 300
-    state['rss'] += 300                               # live arrays are not holes
-    assert not trimmer()
-    state['rss'] += 1                                 # +101
-    assert trimmer() and state['trims'] == 2
-    # without glibc's mallinfo2/malloc_trim: nothing to do
-    monkeypatch.setattr(runtime, '_glibc_heap_functions', lambda: (None, None))
-    assert not runtime.HeapTrimmer()()
+def test_training_allocator_reuses_for_speed_or_releases_for_memory():
+    """Plain training: a 64 MiB array (an activation at crop 504) freed by one step, the
+    next step's array of that size comes from the heap and the heap keeps it when freed
+    again; with glibc's defaults (the control) it is mapped anew, fresh pages for the
+    kernel to zero. Recomputation: a 16 MiB array is mapped on its own (returned to the
+    system when freed); with the defaults the freed one's heap memory serves the next. glibc settings the user
+    put in the environment are kept. Observed with ``mallinfo2`` in fresh processes."""
+    big, small = 64 << 20, 16 << 20
+    mapped, heap, heap_after = run_probe(ALLOCATION_PROBE, 'plain', big)
+    assert mapped < big <= heap and heap_after == heap
+    mapped, heap, _ = run_probe(ALLOCATION_PROBE, 'defaults', big)
+    assert mapped >= big and heap < big
+    mapped, heap, _ = run_probe(ALLOCATION_PROBE, 'mirror', small)
+    assert mapped >= small and heap < small
+    mapped, heap, _ = run_probe(ALLOCATION_PROBE, 'defaults', small)
+    assert mapped < small <= heap
+    mapped, heap, _ = run_probe(ALLOCATION_PROBE, 'user', big,
+                                environ={'MALLOC_MMAP_THRESHOLD_': str(32 << 20)})
+    assert mapped >= big and heap < big
