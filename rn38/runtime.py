@@ -125,14 +125,15 @@ def allocator_settings(mirror):
     * plain: speed. One heap (one arena: other threads' arenas map large arrays on their
       own), arrays up to 1 GiB from it, its top not given back on a ``free``: each step
       reuses the memory the previous one freed instead of faulting in pages the kernel
-      zeroes. A1-s8 at crop 504: 17.25 s a step against 18.34 s with glibc's defaults,
-      same peak (5293 / 5315 MiB). The price is the heap's holes at large crops: crop
-      1152 peaks at 15601 MiB, 12639 MiB with arrays above 64 MiB mapped on their own.
+      zeroes. A1-s8 at crop 504: 17.32 s a step, as the authors' Module, against 18.34 s
+      and 18.22 s with glibc's defaults; peak 5376 MiB against 5315. The price is the
+      heap's holes at large crops: crop 1152 peaks at 15601 MiB, 12639 MiB with arrays
+      above 64 MiB mapped on their own.
     * recomputation (``mirror``): memory. Every block above 128 KiB is mapped on its own
       and unmapped when freed, so that what recomputation frees leaves the process and
-      the peak is that of the arrays in use: crop 504 2534 MiB (one heap reused: 3376
-      MiB, 21.6 s against 26 s a step), and 1528 within 8 GiB (one heap, its holes given
-      back at every segment boundary past 256 MiB: 1328).
+      the peak is that of the arrays in use: crop 504 2530 MiB and 26.7 s a step (one heap
+      reused: 3376 MiB, 21.6 s), and crop 1528 within 8 GiB (one heap whose holes are given
+      back at segment boundaries past 256 MiB: 1328).
     """
     if mirror:
         return [(M_MMAP_THRESHOLD, RELEASE_ABOVE)]
