@@ -274,12 +274,13 @@ def search_largest_crop(measure, budget_mib, start, origin_mib, multiple=8, reso
             target = hi - max(resolution, hi // 8)
         else:
             near = sorted(known, key=lambda cp: abs(cp[1] - budget_mib))[:2]
-            (c1, p1), k = near[0], (near[0][1] - origin_mib) / float(near[0][0] ** 2)
+            c1, p1 = near[0]
+            k = k_origin = (p1 - origin_mib) / float(c1 ** 2)
             if len(near) == 2 and near[1][1] != p1:
                 c2, p2 = near[1]
                 k = (p2 - p1) / float(c2 ** 2 - c1 ** 2)
-            if k <= 0:          # no growth measured: try the bracket's middle or go up
-                k = (p1 - origin_mib) / float(c1 ** 2) if p1 > origin_mib else 1e-9
+            if k <= 0:          # the two probes show no growth: the line through the origin
+                k = k_origin if k_origin > 0 else 1e-9
             target = max(c1 ** 2 + (budget_mib - p1) / k, 0.0) ** 0.5
         if within and target < lo + resolution:
             target = lo + resolution
@@ -477,8 +478,9 @@ def print_table(rows, out=sys.stdout):
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from rn38.cli import ArgumentParser  # one-line usage errors, status 2
+    ap = ArgumentParser(description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--mode', choices=sorted(MODES), default='memory')
     ap.add_argument('--task', choices=sorted(ENTRIES), default='segmentation')
     ap.add_argument('--model', default=None,
@@ -523,6 +525,11 @@ def parse_args(argv=None):
     args.batch = args.batch or (8 if cls else 1)
     if not args.child and args.images < args.batch:
         ap.error('--images %d: need at least one batch (--batch %d)' % (args.images, args.batch))
+    unknown = sorted(set(args.plan_modes) - {'plain', 'mirror'})
+    if unknown:
+        ap.error('--plan-modes %s: valid are plain, mirror' % ','.join(unknown))
+    if args.plan_from and not os.path.isfile(args.plan_from):
+        ap.error('--plan-from %s: no such file' % args.plan_from)
     return args
 
 

@@ -172,8 +172,9 @@ def test_training_allocator_reuses_for_speed_or_releases_for_memory():
     next step's array of that size comes from the heap and the heap keeps it when freed
     again; with glibc's defaults (the control) it is mapped anew, fresh pages for the
     kernel to zero. Recomputation: a 16 MiB array is mapped on its own (returned to the
-    system when freed); with the defaults the freed one's heap memory serves the next. glibc settings the user
-    put in the environment are kept. Observed with ``mallinfo2`` in fresh processes."""
+    system when freed); with the defaults the freed one's heap memory serves the next.
+    glibc settings the user put in the environment are kept. Observed with ``mallinfo2``
+    in fresh processes."""
     big, small = 64 << 20, 16 << 20
     mapped, heap, heap_after = run_probe(ALLOCATION_PROBE, 'plain', big)
     assert mapped < big <= heap and heap_after == heap
