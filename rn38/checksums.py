@@ -5,7 +5,6 @@ Command: ``rn38-verify-models`` (or ``python scripts/verify_models.py``); exit s
 every file asked for is present and intact, 1 otherwise, 2 with a one-line error on stderr
 for bad input (an unknown file name, a missing folder, a malformed checksum file).
 """
-import argparse
 import hashlib
 import os
 import re
@@ -103,7 +102,8 @@ def main(argv=None, models_dir='models'):
 
 
 def _command(argv, models_dir):
-    parser = argparse.ArgumentParser(
+    from .cli import ArgumentParser  # one-line usage errors, status 2
+    parser = ArgumentParser(
         description='Verify the released weight files in --models-dir against its '
                     'checksum.md5.')
     parser.add_argument('--models-dir', default=models_dir, help='(default: %(default)s)')

@@ -23,7 +23,6 @@ import os
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
-import argparse  # noqa: E402
 import functools  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -92,7 +91,8 @@ def summarize(outputs, classes):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    from rn38.cli import ArgumentParser  # one-line usage errors, status 2
+    parser = ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--images', type=int, default=4, help='1024x2048 images to generate')
     parser.add_argument('--samples', type=int, default=16, help='timed samples per method')
     parser.add_argument('--stat-samples', type=int, default=48,

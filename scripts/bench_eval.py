@@ -21,7 +21,6 @@ the numbers do not depend on the weight values. On CPU the released A1 s8 net at
 1024x2048 needs about 5.5 GB of memory and a few minutes per core; ``--height 512
 --width 1024`` is a quarter of that.
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -29,7 +28,8 @@ import time
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    from rn38.cli import ArgumentParser  # one-line usage errors, status 2
+    parser = ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--height', type=int, default=1024)
     parser.add_argument('--width', type=int, default=2048)
     parser.add_argument('--model', default='cityscapes_rna-a1_cls19_s8')

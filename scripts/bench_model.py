@@ -193,8 +193,9 @@ def bench_precision(label, task, shape, repeat, scenes, calib_mode, onnx=True):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from rn38.cli import ArgumentParser  # one-line usage errors, status 2
+    p = ArgumentParser(description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--repeat', type=int, default=2)
     p.add_argument('--quick', action='store_true', help='small variants and inputs')
     p.add_argument('--precision', action='store_true',

@@ -65,8 +65,9 @@ def run_predict(weights, image, output, threads):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from rn38.cli import ArgumentParser  # one-line usage errors, status 2
+    p = ArgumentParser(description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', default='cityscapes_rna-a1_cls19_s8')
     p.add_argument('--height', type=int, default=512)
     p.add_argument('--width', type=int, default=1024)

@@ -193,8 +193,9 @@ def table(rows, args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from rn38.cli import ArgumentParser  # one-line usage errors, status 2
+    p = ArgumentParser(description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', default='/tmp/rn38-compare')
     p.add_argument('--rows', default=','.join(ROWS), help='subset of: %s' % ', '.join(ROWS))
     p.add_argument('--quick', action='store_true',

@@ -57,8 +57,9 @@ def main(argv=None):
 
 
 def _command(argv):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from rn38.cli import ArgumentParser  # one-line usage errors, status 2
+    p = ArgumentParser(description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--data-dir', default=os.path.join(REPO, 'data', 'demo'))
     p.add_argument('--output', default=os.path.join(REPO, 'output', 'demo'))
     p.add_argument('--epochs', type=int, default=30)

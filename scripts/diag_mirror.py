@@ -8,7 +8,6 @@ Example::
 
     python scripts/diag_mirror.py --crop 256 --mirror 1 --steps 3
 """
-import argparse
 import os
 import resource
 import time
@@ -24,7 +23,8 @@ def peak():
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    from rn38.cli import ArgumentParser  # one-line usage errors, status 2
+    ap = ArgumentParser()
     ap.add_argument('--model', default='cityscapes_rna-a1_cls19_s8')
     ap.add_argument('--crop', type=int, default=256)
     ap.add_argument('--mirror', type=int, default=1)

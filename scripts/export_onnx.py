@@ -38,8 +38,9 @@ def _size(text):
 
 def parse_args(argv=None):
     from rn38.cli import add_model_options
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from rn38.cli import ArgumentParser  # one-line usage errors, status 2
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_options(p, 'cityscapes_rna-a1_cls19_s8', 'the network to export', required=True)
     p.add_argument('--output', required=True, help='the .onnx file to write')
     p.add_argument('--input-size', type=_size, default=None,

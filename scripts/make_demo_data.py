@@ -20,7 +20,6 @@ simple perspective) and the ego-vehicle bonnet (id 1, ignored in training). Each
 its own colour range and texture plus image-wide noise, so a small network can learn it.
 Output is a function of the arguments only (seeded numpy; PNG encoding is deterministic).
 """
-import argparse
 import os
 import sys
 import time
@@ -303,7 +302,8 @@ def main(argv=None):
 
 
 def _command(argv):
-    parser = argparse.ArgumentParser(
+    from rn38.cli import ArgumentParser  # one-line usage errors, status 2
+    parser = ArgumentParser(
         description='Write a small synthetic dataset in the Cityscapes layout.')
     parser.add_argument('--out', required=True, help='output folder (the data root)')
     parser.add_argument('--seed', type=int, default=0)

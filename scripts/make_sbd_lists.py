@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 
 from rn38.atomic import atomic_write_bytes
-from rn38.cli import run_command
+from rn38.cli import ArgumentParser, run_command
 
 VOC_CLASSES = 21
 
@@ -154,8 +154,8 @@ def main(argv=None):
 
 
 def _command(argv):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__.split('\n\n')[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--voc-root', required=True, help='the VOC2012 folder')
     p.add_argument('--sbd-root', required=True,
                    help='the SBD folder holding dataset/ (benchmark_RELEASE)')

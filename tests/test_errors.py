@@ -4,6 +4,7 @@ with exit status 2 and no traceback; logs go to stderr too, so stdout holds only
 Every case runs the entry command in a fresh process, as a user does. Most fail before a
 network is built (a second or two each).
 """
+from concurrent.futures import ThreadPoolExecutor
 import os
 import subprocess
 import sys
@@ -278,3 +279,22 @@ def test_option_typos_are_one_line(entry, argv, message):
     assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], \
         proc.stderr
     assert lines[0].endswith('--help)')
+
+
+# scripts/freeze_constraints.py is the maintainers' tool that writes constraints.txt; it
+# imports nothing of the project, so it keeps plain argparse
+SCRIPTS = sorted(f for f in os.listdir(os.path.join(REPO, 'scripts'))
+                 if f.endswith('.py') and f != 'freeze_constraints.py')
+
+
+def test_script_option_typos_are_one_line():
+    """Every script under scripts/: an unknown option gives one ``error:`` line and
+    status 2, as the entries do."""
+    with ThreadPoolExecutor(4) as pool:
+        procs = list(pool.map(lambda f: run(os.path.join(REPO, 'scripts', f), '--no-such-opt'),
+                              SCRIPTS))
+    assert len(SCRIPTS) >= 10
+    for name, proc in zip(SCRIPTS, procs):
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (name, proc.stderr)
+        assert lines[0].startswith('error: ') and lines[0].endswith('--help)'), (name, lines)
